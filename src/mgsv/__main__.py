@@ -1,0 +1,5 @@
+"""`python -m mgsv` runs the console script."""
+
+from mgsv.cli import main
+
+main()
