@@ -22,19 +22,24 @@ def split(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for train_data.csv, val_data.csv, test_data.csv.")],
     seed: Annotated[int, typer.Option("--seed", help="Seed of the draw (the same seed gives the same split).")],
     val_size: Annotated[int, typer.Option("--val-size", min=1, help="Videos in val, each of a distinct track.")] = 2000,
-    test_size: Annotated[int, typer.Option("--test-size", min=1, help="Videos in test, each of a distinct track.")] = 2000,
+    test_size: Annotated[
+        int, typer.Option("--test-size", min=1, help="Videos in test, each of a distinct track.")
+    ] = 2000,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing split files in --out.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     more_annotations: Annotated[
         Optional[list[Path]],
         typer.Argument(
-            metavar="[MORE_CSV]...", help="More annotation CSVs, so that --annotations A.csv B.csv pools both.", show_default=False
+            metavar="[MORE_CSV]...",
+            help="More annotation CSVs, so that --annotations A.csv B.csv pools both.",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
     """Draw val and test (one video per distinct track) from the pooled annotations; the rest is train."""
-    from mgsv.data.splits import draw_splits, load_annotation_set, write_splits
+    from mgsv.data.splits import check_outputs, draw_splits, load_annotation_set, write_splits
 
+    check_outputs(out, force)  # before reading anything, so a wrong --out fails at once
     # Click options take one value each; trailing CSVs arrive as arguments and are pooled with the option's.
     annotations = [*annotations, *(more_annotations or [])]
     data = load_annotation_set(annotations)

@@ -39,11 +39,14 @@ def _format(name: str, value: float) -> str:
 def _table(title: str, names: list[str], rows: list[tuple[str, list[str]]], metrics: dict[str, float]) -> Table:
     """One rich table: a header of column labels, then one line per (label, metric names)."""
     table = Table(title=title, title_justify="left", show_edge=False)
-    table.add_column("")
+    labelled = any(label for label, _ in rows)
+    if labelled:
+        table.add_column("")
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     for label, keys in rows:
-        table.add_row(label, *(_format(key, metrics[key]) if key in metrics else "n/a" for key in keys))
+        cells = [_format(key, metrics[key]) if key in metrics else "n/a" for key in keys]
+        table.add_row(*([label] if labelled else []), *cells)
     return table
 
 

@@ -244,4 +244,3 @@ def load_annotations(path: str | PathLike[str]) -> pd.DataFrame:
 def music_set(annotations: pd.DataFrame) -> list[str]:
     """The distinct music ids of an annotation table, in first-appearance order (the split's music set)."""
     return list(dict.fromkeys(annotations["music_id"].tolist()))
-

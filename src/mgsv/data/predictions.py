@@ -182,9 +182,7 @@ def read_predictions(path: str | PathLike[str]) -> list[Prediction]:
     return predictions
 
 
-def write_predictions(
-    path: str | PathLike[str], predictions: Iterable[Prediction], force: bool = False
-) -> Path:
+def write_predictions(path: str | PathLike[str], predictions: Iterable[Prediction], force: bool = False) -> Path:
     """Write predictions as JSONL atomically (temp file, fsync, rename); refuse to overwrite unless `force`."""
     path = Path(path)
     if path.exists() and not force:

@@ -61,8 +61,7 @@ def load_annotation_set(paths: Sequence[str | PathLike[str]]) -> AnnotationSet:
         elif sorted(table.header) != sorted(header):
             raise InputError(
                 table.path,
-                f"its columns differ from those of {paths[0]}: "
-                f"{', '.join(sorted(set(table.header) ^ set(header)))}",
+                f"its columns differ from those of {paths[0]}: {', '.join(sorted(set(table.header) ^ set(header)))}",
             )
         order = [table.header.index(name) for name in header]
         for record, line, video_id, music_id in zip(
@@ -122,15 +121,21 @@ def draw_splits(
     return SplitRows(train=np.flatnonzero(~held_out), val=drawn["val"], test=drawn["test"])
 
 
+def check_outputs(out_dir: str | PathLike[str], force: bool = False) -> dict[str, Path]:
+    """The split file paths in `out_dir`; raise if any exists and `force` is not set."""
+    targets = {name: Path(out_dir) / filename for name, filename in SPLIT_FILES.items()}
+    existing = [str(path) for path in targets.values() if path.exists()]
+    if existing and not force:
+        raise OutputExistsError(f"{', '.join(existing)}: already exist(s) (use --force to overwrite)")
+    return targets
+
+
 def write_splits(
     out_dir: str | PathLike[str], data: AnnotationSet, split: SplitRows, force: bool = False
 ) -> dict[str, Path]:
     """Write train/val/test CSVs (header + the rows' exact text) atomically; refuse to overwrite unless `force`."""
     out = Path(out_dir)
-    targets = {name: out / filename for name, filename in SPLIT_FILES.items()}
-    existing = [str(path) for path in targets.values() if path.exists()]
-    if existing and not force:
-        raise OutputExistsError(f"{', '.join(existing)}: already exist(s) (use --force to overwrite)")
+    targets = check_outputs(out, force)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

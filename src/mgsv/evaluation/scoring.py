@@ -102,9 +102,7 @@ def align_predictions(
     missing = [video_id for video_id, row in row_of.items() if row not in by_row]
     if missing:
         shown = ", ".join(repr(video_id) for video_id in missing[:5])
-        problems.append(
-            f"{len(missing)} of {len(row_of)} annotated video(s) have no prediction, e.g. {shown}"
-        )
+        problems.append(f"{len(missing)} of {len(row_of)} annotated video(s) have no prediction, e.g. {shown}")
     if problems:
         raise ProblemsError(where, problems)
     return [by_row[row] for row in range(len(annotations))]
@@ -138,9 +136,7 @@ def _rank_in_ranking(prediction: Prediction, gt_music_id: str) -> tuple[int, tup
     return rank0, (gt_entry.start, gt_entry.end)
 
 
-def _retrieval(
-    annotations: pd.DataFrame, predictions: Sequence[Prediction], where: str
-) -> _Retrieval:
+def _retrieval(annotations: pd.DataFrame, predictions: Sequence[Prediction], where: str) -> _Retrieval:
     n = len(predictions)
     n_tracks = len(music_set(annotations))
     rank0 = np.full(n, -1, dtype=np.int64)
