@@ -75,6 +75,8 @@ def test_not_enough_distinct_tracks(tmp_path: Path) -> None:
     data = load_annotation_set([path])
     with pytest.raises(InputError, match="cannot draw a val split of 4 videos with distinct tracks: only 3"):
         draw_splits(data.video_ids, data.music_ids, 0, 4, 1, where=str(path))
+    with pytest.raises(InputError, match="the seed must be a non-negative integer"):
+        draw_splits(data.video_ids, data.music_ids, -1, 1, 1, where=str(path))
     with pytest.raises(InputError) as info:
         draw_splits(data.video_ids, data.music_ids, 0, 2, 2, where=str(path))
     assert str(info.value) == (

@@ -20,7 +20,7 @@ def split(
         typer.Option("--annotations", "-a", help="Annotation CSV(s) to pool: --annotations A.csv [B.csv ...]."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for train_data.csv, val_data.csv, test_data.csv.")],
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the draw (the same seed gives the same split).")],
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the draw (the same seed gives the same split).")],
     val_size: Annotated[int, typer.Option("--val-size", min=1, help="Videos in val, each of a distinct track.")] = 2000,
     test_size: Annotated[
         int, typer.Option("--test-size", min=1, help="Videos in test, each of a distinct track.")

@@ -13,14 +13,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from mgsv.data import atomic_text_writer
 from mgsv.errors import InputError, OutputExistsError, ProblemsError
 
 
-@dataclass(frozen=True)
-class RankedTrack:
+class RankedTrack(NamedTuple):
     """One entry of a ranking: a track, its relevance score and the moment predicted on it (seconds)."""
 
     music_id: str
@@ -85,9 +86,33 @@ def _as_moment(start: Any, end: Any, field: str) -> tuple[float, float]:
     return s, e
 
 
+def _well_formed_ranking(value: list[Any]) -> tuple[RankedTrack, ...] | None:
+    """The ranking if every entry is valid, checked column-wise in bulk; None if anything is off.
+
+    Rankings hold hundreds of entries per video, so checking them one field at a time dominated reading a file
+    (about 6x slower); the entry-by-entry check runs only to name the first bad entry.
+    """
+    if not all(type(item) is list and len(item) == 4 for item in value):
+        return None
+    ids, scores, starts, ends = (list(column) for column in zip(*value, strict=True)) if value else ([], [], [], [])
+    if not all(type(music_id) is str and music_id and music_id == music_id.strip() for music_id in ids):
+        return None
+    if not {type(x) for x in (*scores, *starts, *ends)} <= {int, float}:
+        return None
+    numbers = np.array([scores, starts, ends], dtype=np.float64).reshape(3, len(value))
+    if not np.isfinite(numbers).all() or (numbers[1] > numbers[2]).any() or (np.diff(numbers[0]) > 0).any():
+        return None
+    if len(set(ids)) != len(ids):
+        return None
+    return tuple(map(RankedTrack._make, zip(ids, *numbers.tolist(), strict=True)))
+
+
 def _parse_ranking(value: Any) -> tuple[RankedTrack, ...]:
     if not isinstance(value, list):
         raise _LineProblem(f"ranking must be a list of [music_id, score, start_s, end_s], got {type(value).__name__}")
+    fast = _well_formed_ranking(value)
+    if fast is not None:
+        return fast
     entries = []
     seen: dict[str, int] = {}
     previous_score = math.inf

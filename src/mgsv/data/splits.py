@@ -93,6 +93,8 @@ def draw_splits(
 
     `video_ids[i]` and `music_ids[i]` describe row i; `where` names the source in error messages.
     """
+    if seed < 0:
+        raise InputError(where, f"the seed must be a non-negative integer (got {seed})")
     if val_size < 1 or test_size < 1:
         raise InputError(where, f"val and test sizes must be at least 1 (got {val_size} and {test_size})")
     # Tracks in sorted order and each track's videos sorted by id, so the draw ignores the input row order.
