@@ -256,6 +256,14 @@ def test_cli_bad_predictions(tiny: tuple[Path, object], tmp_path: Path, capsys, 
     assert "Traceback" not in err
 
 
+def test_cli_predictions_for_another_split(tmp_path: Path, capsys) -> None:
+    predictions = write_predictions(tmp_path / "tiny.jsonl", _tiny_predictions())
+    code, _, err = _score_cli(capsys, "--split", "val", "-p", str(predictions))
+    assert code == 1
+    assert f"{predictions}: none of its 4 video ids is in {bundled_annotations('val')}" in err
+    assert "another split?" in err
+
+
 def test_cli_bad_annotations_and_usage(tmp_path: Path, capsys) -> None:
     csv_path = tmp_path / "cut.csv"
     csv_path.write_text("video_id,music_id\n1,a\n")

@@ -83,6 +83,12 @@ def align_predictions(
     """Predictions in annotation row order; raise listing unknown videos, missing videos and unknown music ids."""
     check_unique_videos(predictions, where)
     row_of = {video_id: row for row, video_id in enumerate(annotations["video_id"].tolist())}
+    if predictions and not any(p.video_id in row_of for p in predictions):
+        source = annotations.attrs.get("source", "the annotations")
+        raise InputError(
+            where,
+            f"none of its {len(predictions)} video ids is in {source}: are these predictions for another split?",
+        )
     tracks = set(music_set(annotations))
     problems: list[str] = []
     by_row: dict[int, Prediction] = {}
