@@ -163,6 +163,21 @@ def test_every_bad_row_is_reported_at_once(tmp_path: Path) -> None:
     ]
 
 
+def test_malformed_csv_names_its_line(tmp_path: Path) -> None:
+    header, rows = _rows(2)
+    path = tmp_path / "quote.csv"
+    path.write_text(",".join(header) + "\n" + ",".join(rows[0]) + "\n" + '1,"unterminated\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"quote.csv:3: malformed CSV: unexpected end of data"):
+        load_annotations(path)
+
+
+def test_header_after_blank_lines_is_reported_at_its_line(tmp_path: Path) -> None:
+    header, rows = _rows(2)
+    path = tmp_path / "late.csv"
+    path.write_text("\n\n" + ",".join(h for h in header if h != "video_id") + "\n", encoding="utf-8")
+    assert _problems(path) == ["line 3: missing column(s): video_id"]
+
+
 def test_line_numbers_count_blank_lines_and_quoted_fields(tmp_path: Path) -> None:
     header, rows = _rows(3)
     path = tmp_path / "spaced.csv"

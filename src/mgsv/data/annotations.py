@@ -65,6 +65,7 @@ class RawTable:
     header: list[str]
     rows: list[list[str]]
     lines: list[int]
+    header_line: int = 1
 
 
 def bundled_annotations(split: Split) -> Path:
@@ -84,6 +85,7 @@ def read_csv_text(path: str | PathLike[str]) -> RawTable:
     """
     path = Path(path)
     header: list[str] | None = None
+    header_line = 1
     rows: list[list[str]] = []
     lines: list[int] = []
     try:
@@ -94,7 +96,7 @@ def read_csv_text(path: str | PathLike[str]) -> RawTable:
                 for record in reader:
                     if record and any(field.strip() for field in record):
                         if header is None:
-                            header = [field.strip() for field in record]
+                            header, header_line = [field.strip() for field in record], line
                         else:
                             rows.append(record)
                             lines.append(line)
@@ -111,7 +113,7 @@ def read_csv_text(path: str | PathLike[str]) -> RawTable:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from exc
     if header is None:
         raise InputError(path, "empty file: expected a CSV header and annotation rows")
-    return RawTable(path=path, header=header, rows=rows, lines=lines)
+    return RawTable(path=path, header=header, rows=rows, lines=lines, header_line=header_line)
 
 
 def check_header(table: RawTable) -> None:
@@ -119,10 +121,10 @@ def check_header(table: RawTable) -> None:
     problems = []
     duplicated = sorted(name for name, count in Counter(table.header).items() if count > 1)
     if duplicated:
-        problems.append(f"line 1: duplicated column(s): {', '.join(duplicated)}")
+        problems.append(f"line {table.header_line}: duplicated column(s): {', '.join(duplicated)}")
     missing = [name for name in COLUMNS if name not in table.header]
     if missing:
-        problems.append(f"line 1: missing column(s): {', '.join(missing)}")
+        problems.append(f"line {table.header_line}: missing column(s): {', '.join(missing)}")
     if problems:
         raise ProblemsError(table.path, problems)
     if not table.rows:
