@@ -1,0 +1,530 @@
+"""Decode query videos into 1 fps RGB frames and music into mono float32 samples.
+
+Video (`read_video_frames`): the frame shown at each whole second t = 0, 1, 2, ... (the frame whose presentation
+interval [pts, next pts) contains t), at most 50 of them, as MaDe's CLIP features expect (REF §1.3, §1.4). For a
+constant frame rate this is frame floor(t * fps), what the official extractor took (it used int(sec * fps)); unlike
+it we read real timestamps, so variable frame rates and 29.97 fps (which cv2's integer fps drifted on) are exact.
+
+Audio (`read_audio`): PyAV decodes, channels are mixed (or one is picked), soxr resamples. Files FFmpeg refuses
+(some Ogg Vorbis files with odd headers) are read with libsndfile instead; both paths give the same samples
+because the resampler is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from mgsv.errors import InputError
+from mgsv.media.probe import as_fraction, check_readable_file, open_media, stream_duration
+
+if TYPE_CHECKING:
+    import av
+
+log = logging.getLogger(__name__)
+
+MAX_FRAMES = 50  # MaDe reads at most 50 frames (one per second)
+# Frames are only ever fed to CLIP (224 px short side) or shown as thumbnails, so bigger ones are downscaled at
+# conversion time by FFmpeg's scaler: 50 frames of 4K RGB would take 1.2 GB, at 720 px short side 140 MB.
+DEFAULT_MAX_SHORT_SIDE = 720
+# Beyond 8192 x 8192 (8K UHD is 7680 x 4320) a header is more likely hostile or broken than a real video, and a
+# decoder would allocate gigabytes per frame before we could downscale anything: refuse instead.
+MAX_PIXELS = 8192 * 8192
+SILENCE_DBFS = -60.0  # a peak below this is treated as silence (the "silent" Vorbis file in Wesnoth peaks at -78)
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    """RGB frames sampled at 1 fps from a video, with what a caller needs to know about the source."""
+
+    path: Path
+    frames: np.ndarray  # uint8 [N, H, W, 3], RGB, rotated upright, short side <= max_short_side
+    timestamps: np.ndarray  # float64 [N]: the second each frame is shown at (window_start, window_start + 1, ...)
+    duration: float  # seconds of video in the file
+    fps: float  # average frame rate of the source
+    size: tuple[int, int]  # (width, height) of the source as displayed (after rotation), before downscaling
+    has_audio: bool
+    truncated: bool  # the video goes on past the last sampled second; decode later parts with window_start
+    window_start: float
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def read_video_frames(
+    path: str | os.PathLike[str],
+    max_frames: int = MAX_FRAMES,
+    window_start: float = 0.0,
+    max_short_side: int | None = DEFAULT_MAX_SHORT_SIDE,
+    threads: int = 0,
+) -> VideoFrames:
+    """Decode the frames shown at seconds window_start, window_start + 1, ... (at most `max_frames`) as RGB.
+
+    A video longer than the window is cut with a warning and `truncated=True`; call again with a later
+    `window_start` to slide over it. `threads=0` lets FFmpeg choose the decoder thread count.
+    """
+    if max_frames < 1:
+        raise ValueError("max_frames must be at least 1")
+    if window_start < 0 or not math.isfinite(window_start):
+        raise InputError(path, f"window_start must be a finite number of seconds >= 0, got {window_start}")
+    import av
+
+    path = check_readable_file(path)
+    with open_media(path) as container:
+        if not container.streams.video:
+            raise InputError(path, "has no video stream")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        if ctx.width <= 0 or ctx.height <= 0:
+            raise InputError(path, f"video stream has no frame size ({ctx.width}x{ctx.height})")
+        if ctx.width * ctx.height > MAX_PIXELS:
+            raise InputError(
+                path, f"frames of {ctx.width}x{ctx.height} are too large to decode (limit {MAX_PIXELS:,} pixels)"
+            )
+        stream.thread_type = "AUTO"  # frame + slice threads: decoding every frame is the cost, conversion is not
+        ctx.thread_count = threads
+        rate = stream.average_rate or stream.guessed_rate
+        converter = _RgbConverter(stream.sample_aspect_ratio, max_short_side)
+        frame_length = Fraction(1) / rate if rate else Fraction(1, 25)
+        sampler = _SecondSampler(as_fraction(window_start), max_frames, frame_length, converter)
+        try:
+            for frame, time in _decode_video(path, container, stream, as_fraction(window_start)):
+                if sampler.add(frame, time):
+                    break
+            else:
+                sampler.finish()
+        except (av.error.FFmpegError, ValueError) as exc:  # e.g. a pixel format FFmpeg's scaler cannot convert
+            raise InputError(path, f"cannot decode the video ({getattr(exc, 'strerror', None) or exc})") from exc
+        duration = sampler.end if sampler.end is not None else stream_duration(container, stream)
+        if not sampler.picked:
+            if sampler.frame_count and duration is not None and window_start >= duration:
+                raise InputError(
+                    path, f"window_start {window_start:g} s is past the end of the video ({float(duration):.2f} s)"
+                )
+            raise InputError(path, "no video frames could be decoded")
+        fps = float(rate) if rate else sampler.frame_count / max(float(sampler.last_time), 1e-9)
+        frames = np.stack([rgb for _, rgb in sampler.picked])
+        has_audio = bool(container.streams.audio)
+    result = VideoFrames(
+        path=path,
+        frames=frames,
+        timestamps=np.array([float(t) for t, _ in sampler.picked], dtype=np.float64),
+        duration=float(duration if duration is not None else sampler.last_time),
+        fps=fps,
+        size=converter.shown_size or (0, 0),
+        has_audio=has_audio,
+        truncated=sampler.truncated,
+        window_start=float(window_start),
+    )
+    if result.truncated:
+        log.warning(
+            "%s: video is %.1f s long; using the %d frames of seconds %g-%g (pass window_start to read later parts)",
+            path,
+            result.duration,
+            len(result),
+            result.timestamps[0],
+            result.timestamps[-1],
+        )
+    return result
+
+
+class _SecondSampler:
+    """Picks, for each target second t, the last frame whose timestamp is <= t (the frame on screen at t).
+
+    A picked frame is converted to RGB at once, so at most one decoded frame is held besides the decoder's own.
+    """
+
+    def __init__(
+        self,
+        window_start: Fraction,
+        max_frames: int,
+        default_frame_length: Fraction,
+        convert: Callable[[av.VideoFrame], np.ndarray],
+    ) -> None:
+        self.targets = [window_start + k for k in range(max_frames)]
+        self.limit = window_start + max_frames  # a frame shown at this second would be the first one left out
+        self.convert = convert
+        self.picked: list[tuple[Fraction, np.ndarray]] = []
+        self.previous: av.VideoFrame | None = None
+        self.previous_time: Fraction | None = None
+        self.last_time = Fraction(0)
+        self.frame_count = 0
+        self.truncated = False
+        self.end: Fraction | None = None  # end of the last frame, known once the whole stream was read
+        self.default_frame_length = default_frame_length
+        self._converted: tuple[av.VideoFrame, np.ndarray] | None = None
+
+    def add(self, frame: av.VideoFrame, time: Fraction) -> bool:
+        """Take the next decoded frame; True once every target is decided and the caller may stop decoding."""
+        self.frame_count += 1
+        while len(self.picked) < len(self.targets) and time > self.targets[len(self.picked)]:
+            # `frame` starts after the target, so the previous frame was on screen then; a video whose first
+            # frame starts late (an edit list or a leading gap) shows its first frame until then.
+            self._pick(self.previous or frame)
+        if len(self.picked) == len(self.targets) and time >= self.limit:
+            self.truncated = True
+            return True
+        self.previous, self.previous_time, self.last_time = frame, time, time
+        return False
+
+    def finish(self) -> None:
+        """The stream ended: the last frame stays on screen until its own end."""
+        if self.previous is None or self.previous_time is None:
+            return
+        self.end = self.previous_time + _frame_length(self.previous, self.default_frame_length)
+        while len(self.picked) < len(self.targets) and self.targets[len(self.picked)] < self.end:
+            self._pick(self.previous)
+        self.truncated = self.end > self.limit
+
+    def _pick(self, frame: av.VideoFrame) -> None:
+        if self._converted is None or self._converted[0] is not frame:  # slow footage: one frame, many seconds
+            self._converted = (frame, self.convert(frame))
+        self.picked.append((self.targets[len(self.picked)], self._converted[1]))
+
+
+def _decode_video(
+    path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream, window_start: Fraction
+) -> Iterator[tuple[av.VideoFrame, Fraction]]:
+    """Yield (frame, seconds since the stream start), seeking near `window_start` first when it is > 0."""
+    import av
+
+    origin = stream.start_time or 0
+    seeked = False
+    if window_start > 0:
+        try:
+            container.seek(origin + int(window_start / stream.time_base), stream=stream, backward=True)
+            seeked = True
+        except av.error.FFmpegError:
+            log.debug("%s: cannot seek, decoding from the start", path)
+    frames = _decode_stream(path, container, stream)
+    if seeked:
+        # A backward seek lands on a key frame at or before the window start; if the demuxer landed later, the
+        # frame on screen at window_start would be missed, so decode from the start instead.
+        first = next(frames, None)
+        if first is None:
+            return
+        first_time = Fraction(first.pts - origin) * stream.time_base if first.pts is not None else Fraction(0)
+        if first_time > window_start:
+            frames.close()
+            container.seek(origin, stream=stream, backward=True)
+            frames = _decode_stream(path, container, stream)
+        else:
+            frames = _chain(first, frames)
+    previous_time: Fraction | None = None
+    for frame in frames:
+        if frame.pts is not None:
+            time = Fraction(frame.pts - origin) * stream.time_base
+        else:  # a frame without a timestamp follows its predecessor
+            time = Fraction(0) if previous_time is None else previous_time + _frame_length(frame, Fraction(1, 25))
+        previous_time = time
+        yield frame, time
+
+
+def _decode_stream(path: Path, container: av.container.InputContainer, stream: av.stream.Stream) -> Iterator:
+    """Decode every frame of `stream`, skipping (and counting) packets FFmpeg cannot decode, as ffmpeg's CLI does."""
+    import av
+
+    bad = 0
+    try:
+        for packet in container.demux(stream):
+            try:
+                yield from packet.decode()
+            except av.error.InvalidDataError:
+                bad += 1
+    except av.error.FFmpegError as exc:  # a broken container (truncated or corrupt) ends the stream here
+        log.warning("%s: stopped reading at a damaged part of the file (%s)", path, getattr(exc, "strerror", exc))
+    if bad:
+        log.warning("%s: skipped %d damaged packet(s)", path, bad)
+
+
+def _chain(first: object, rest: Iterator) -> Iterator:
+    yield first
+    yield from rest
+
+
+def _frame_length(frame: av.VideoFrame, default: Fraction) -> Fraction:
+    """How long a frame stays on screen: its own duration field, else one frame at the stream's rate."""
+    if frame.duration and frame.time_base:
+        return Fraction(frame.duration) * frame.time_base
+    return default
+
+
+def _output_sizes(
+    frame: av.VideoFrame, aspect: Fraction | None, max_short_side: int | None
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(displayed size of the source, size to convert frames to before rotation), both (width, height)."""
+    width, height = frame.width, frame.height
+    if aspect and aspect != 1:  # non-square pixels: stretch the width to the displayed shape
+        width = max(1, round(width * aspect))
+    quarter_turns = _quarter_turns(frame)
+    shown = (height, width) if quarter_turns % 2 else (width, height)
+    scale = 1.0
+    if max_short_side is not None and min(width, height) > max_short_side:
+        scale = max_short_side / min(width, height)
+    return shown, (max(1, round(width * scale)), max(1, round(height * scale)))
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that show the frame upright (from the stream's display matrix)."""
+    rotation = frame.rotation or 0
+    return round(rotation / 90) % 4
+
+
+class _RgbConverter:
+    """Converts picked frames to upright RGB arrays, downscaled so the short side is at most `max_short_side`.
+
+    The output size is fixed by the first frame, so a stream that changes resolution midway still stacks.
+    """
+
+    def __init__(self, aspect: Fraction | None, max_short_side: int | None) -> None:
+        self.aspect = aspect
+        self.max_short_side = max_short_side
+        self.shown_size: tuple[int, int] | None = None  # (width, height) of the source as displayed
+        self.out_size: tuple[int, int] | None = None  # (width, height) to convert to, before rotation
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        if self.out_size is None:
+            self.shown_size, self.out_size = _output_sizes(frame, self.aspect, self.max_short_side)
+        width, height = self.out_size
+        rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+        return np.ascontiguousarray(np.rot90(rgb, k=_quarter_turns(frame)))
+
+
+# ----------------------------------------------------------------------------------------------------- audio
+
+
+def read_audio(
+    path: str | os.PathLike[str],
+    sample_rate: int = 16000,
+    max_seconds: float | None = None,
+    offset: float = 0.0,
+    channel: Literal["mean"] | int = "mean",
+) -> np.ndarray:
+    """Decode an audio file (or a video's audio track) to mono float32 samples at `sample_rate`.
+
+    channel="mean" averages all channels (default: it keeps what is panned to one side, which matters for
+    stereo music); an integer picks that channel, e.g. 0 as the official pipeline's kaldi fbank did (REF §1.4).
+    `offset` and `max_seconds` select a part of the file in seconds.
+    """
+    if channel != "mean" and not (isinstance(channel, int) and channel >= 0):
+        raise ValueError(f"channel must be 'mean' or a channel index >= 0, got {channel!r}")
+
+    def mix(block: np.ndarray) -> np.ndarray:  # [channels, n] -> [1, n]
+        if channel == "mean":
+            return block.mean(axis=0, keepdims=True)
+        if channel >= block.shape[0]:
+            raise InputError(path, f"has {block.shape[0]} audio channel(s); channel {channel} does not exist")
+        return block[channel : channel + 1]
+
+    return _read(path, sample_rate, max_seconds, offset, mix, layout=None)[0]
+
+
+def read_audio_channels(
+    path: str | os.PathLike[str],
+    sample_rate: int = 48000,
+    max_seconds: float | None = None,
+    offset: float = 0.0,
+) -> np.ndarray:
+    """Decode audio to stereo float32 [2, n] at `sample_rate` (mono is duplicated, surround downmixed by FFmpeg)."""
+
+    def to_stereo(block: np.ndarray) -> np.ndarray:
+        if block.shape[0] == 2:
+            return block
+        if block.shape[0] == 1:
+            return np.repeat(block, 2, axis=0)
+        # Only libsndfile gets here with > 2 channels (PyAV already downmixed); an even mix is the safe choice.
+        return np.repeat(block.mean(axis=0, keepdims=True), 2, axis=0)
+
+    return _read(path, sample_rate, max_seconds, offset, to_stereo, layout="stereo")
+
+
+def is_silent(samples: np.ndarray, threshold_dbfs: float = SILENCE_DBFS) -> bool:
+    """True if no sample is louder than `threshold_dbfs` (digital silence or near it; also an empty array)."""
+    if samples.size == 0:
+        return True
+    return float(np.max(np.abs(samples))) < 10 ** (threshold_dbfs / 20)
+
+
+def _read(
+    path: str | os.PathLike[str],
+    sample_rate: int,
+    max_seconds: float | None,
+    offset: float,
+    mix: Callable[[np.ndarray], np.ndarray],
+    layout: str | None,
+) -> np.ndarray:
+    """Decode, mix with `mix` ([C, n] -> [C', n]) and resample to `sample_rate`; returns float32 [C', n]."""
+    import av
+
+    if sample_rate <= 0:
+        raise ValueError("sample_rate must be positive")
+    if offset < 0 or not math.isfinite(offset):
+        raise InputError(path, f"offset must be a finite number of seconds >= 0, got {offset}")
+    if max_seconds is not None and (max_seconds <= 0 or not math.isfinite(max_seconds)):
+        raise InputError(path, f"max_seconds must be a positive number of seconds, got {max_seconds}")
+    path = check_readable_file(path)
+    try:
+        blocks = _pyav_blocks(path, offset, max_seconds, layout)
+        return _resample(path, blocks, sample_rate, mix)
+    except InputError as error:
+        if not isinstance(error.__cause__, av.error.FFmpegError):
+            raise
+        log.debug("%s: FFmpeg refused the file (%s); trying libsndfile", path, error.problem)
+        blocks = _soundfile_blocks(path, offset, max_seconds, first_error=error)
+        return _resample(path, blocks, sample_rate, mix)
+
+
+def _resample(
+    path: Path, blocks: Iterator[tuple[np.ndarray, int]], sample_rate: int, mix: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Mix and resample blocks of [C, n] float32 audio at their native rate, streaming (memory = the output)."""
+    import soxr
+
+    resampler = None
+    native_rate = None
+    out: list[np.ndarray] = []
+    for block, rate in blocks:
+        block = mix(block)
+        if resampler is None:
+            native_rate = rate
+            resampler = (
+                None
+                if rate == sample_rate
+                else soxr.ResampleStream(rate, sample_rate, block.shape[0], dtype="float32", quality="HQ")
+            )
+        elif rate != native_rate:
+            raise InputError(path, f"sample rate changes inside the file ({native_rate} Hz -> {rate} Hz)")
+        chunk = block.T if resampler is None else resampler.resample_chunk(np.ascontiguousarray(block.T))
+        out.append(np.asarray(chunk, dtype=np.float32))
+    if native_rate is None:
+        raise InputError(path, "no audio samples could be decoded")
+    if resampler is not None:
+        out.append(resampler.resample_chunk(np.zeros((0, out[0].shape[1]), dtype=np.float32), last=True))
+    return np.ascontiguousarray(np.concatenate(out, axis=0).T)
+
+
+def _pyav_blocks(
+    path: Path, offset: float, max_seconds: float | None, layout: str | None
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield ([C, n] float32, rate) blocks of the first audio stream between offset and offset + max_seconds.
+
+    Decodes from the start and counts samples instead of seeking: a seek lands on a packet boundary whose
+    timestamp may be rounded to 1 ms (WebM), and AAC/Vorbis need the previous packet to rebuild the first one
+    after a seek, so seeking would shift or distort the excerpt. Audio decodes at ~100x real time, so this is cheap.
+    Samples are counted, but a hole of more than 50 ms in the timestamps (damaged packets that were skipped) is
+    filled with silence so that later audio keeps its place in time.
+    """
+    import av
+
+    with open_media(path) as container:
+        if not container.streams.audio:
+            raise InputError(path, "video has no audio track" if container.streams.video else "has no audio stream")
+        stream = container.streams.audio[0]
+        stream.thread_type = "AUTO"
+        window = _SampleWindow()
+        resampler = None
+        first_time: Fraction | None = None
+        try:
+            for frame in _decode_stream(path, container, stream):
+                if resampler is None:
+                    window.start(frame.sample_rate, offset, max_seconds)
+                    # converts the sample format (and the channel layout, when asked) at the native rate
+                    resampler = av.AudioResampler(
+                        format="fltp", layout=layout or frame.layout.name, rate=frame.sample_rate
+                    )
+                elif frame.sample_rate != window.rate:
+                    raise InputError(
+                        path, f"sample rate changes inside the audio ({window.rate} Hz -> {frame.sample_rate} Hz)"
+                    )
+                converted = resampler.resample(frame)
+                if not converted:
+                    continue
+                block = np.concatenate([f.to_ndarray() for f in converted], axis=1)
+                if frame.pts is not None:
+                    time = Fraction(frame.pts) * stream.time_base
+                    first_time = time if first_time is None else first_time
+                    hole = int(round((time - first_time) * window.rate)) - window.position
+                    if hole > window.rate // 20:
+                        yield from window.take(np.zeros((block.shape[0], hole), dtype=np.float32))
+                yield from window.take(block)
+                if window.done:
+                    return
+            flushed = resampler.resample(None) if resampler is not None else []
+            if flushed:
+                yield from window.take(np.concatenate([f.to_ndarray() for f in flushed], axis=1))
+        except av.error.FFmpegError as exc:
+            raise InputError(path, f"cannot decode audio ({getattr(exc, 'strerror', None) or exc})") from exc
+        if window.rate and window.position <= window.skip:
+            raise InputError(
+                path, f"offset {offset:g} s is past the end of the audio ({window.position / window.rate:.2f} s)"
+            )
+
+
+class _SampleWindow:
+    """Cuts a stream of sample blocks to [offset, offset + max_seconds), counting samples from the first one."""
+
+    def __init__(self) -> None:
+        self.rate = 0
+        self.position = 0  # samples seen so far
+        self.skip = 0
+        self.wanted: int | None = None
+
+    def start(self, rate: int, offset: float, max_seconds: float | None) -> None:
+        self.rate = rate
+        self.skip = int(round(offset * rate))
+        self.wanted = None if max_seconds is None else int(round(max_seconds * rate))
+
+    @property
+    def done(self) -> bool:
+        return self.wanted == 0
+
+    def take(self, block: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
+        """Yield the part of `block` ([C, n]) that falls inside the window."""
+        block_start, self.position = self.position, self.position + block.shape[1]
+        if self.position <= self.skip or self.done:
+            return
+        block = block[:, max(0, self.skip - block_start) :]
+        if self.wanted is not None:
+            block = block[:, : self.wanted]
+            self.wanted -= block.shape[1]
+        if block.shape[1]:
+            yield block, self.rate
+
+
+def _soundfile_blocks(
+    path: Path, offset: float, max_seconds: float | None, first_error: InputError
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield ([C, n] float32, rate) blocks read by libsndfile, for files FFmpeg refuses."""
+    import soundfile
+
+    try:
+        handle = soundfile.SoundFile(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        raise InputError(path, f"{first_error.problem}; libsndfile cannot read it either ({exc})") from exc
+    with handle:
+        rate = handle.samplerate
+        first = int(round(offset * rate))
+        if handle.frames and first >= handle.frames:
+            raise InputError(path, f"offset {offset:g} s is past the end of the audio ({handle.frames / rate:.2f} s)")
+        remaining = None if max_seconds is None else int(round(max_seconds * rate))
+        try:
+            if first:
+                handle.seek(first)
+            while remaining is None or remaining > 0:
+                count = 1 << 16 if remaining is None else min(1 << 16, remaining)
+                block = handle.read(count, dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                if remaining is not None:
+                    remaining -= block.shape[0]
+                yield np.ascontiguousarray(block.T), rate
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            raise InputError(path, f"cannot decode audio with libsndfile ({exc})") from exc

@@ -1,0 +1,217 @@
+"""Open media files safely and describe them: streams, duration and tags.
+
+Every way a file can be unusable (missing, a directory, unreadable, empty, not media) becomes an `InputError` that
+names the file, raised here at the boundary so that callers never see a PyAV traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mgsv.errors import InputError
+
+if TYPE_CHECKING:
+    import av.container
+    import av.stream
+
+# Tag names a user cares about, as FFmpeg / Vorbis comments / mutagen's "easy" keys spell them (lower-cased).
+KNOWN_TAGS = (
+    "title",
+    "artist",
+    "album",
+    "album_artist",
+    "composer",
+    "date",
+    "genre",
+    "license",
+    "copyright",
+    "comment",
+)
+
+
+@dataclass(frozen=True)
+class VideoStreamInfo:
+    """The first video stream: codec, coded size (before any rotation), frame rate, duration in seconds."""
+
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class AudioStreamInfo:
+    """The first audio stream: codec, native sample rate, channel count, duration in seconds."""
+
+    codec: str
+    sample_rate: int
+    channels: int
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a media file holds. `duration` is the longest stream's (the container's), in seconds."""
+
+    path: Path
+    format: str
+    duration: float | None
+    video: VideoStreamInfo | None
+    audio: AudioStreamInfo | None
+    tags: dict[str, str] = field(default_factory=dict)
+    reader: str = "pyav"  # "pyav" or "soundfile" (files FFmpeg refuses, see mgsv.media.decode)
+
+    @property
+    def has_video(self) -> bool:
+        """True if the file has a video stream."""
+        return self.video is not None
+
+    @property
+    def has_audio(self) -> bool:
+        """True if the file has an audio stream."""
+        return self.audio is not None
+
+
+def check_readable_file(path: str | os.PathLike[str]) -> Path:
+    """Return `path` as a Path if it is a non-empty regular file we may read; otherwise raise InputError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a directory, not a media file")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "permission denied: the file is not readable")
+    if path.stat().st_size == 0:
+        raise InputError(path, "empty file (0 bytes)")
+    return path
+
+
+@contextmanager
+def open_media(path: str | os.PathLike[str]) -> Iterator[av.container.InputContainer]:
+    """Open a media file with PyAV for reading; any failure to open becomes an InputError naming the file."""
+    import av
+
+    path = check_readable_file(path)
+    try:
+        container = av.open(str(path), metadata_errors="replace")
+    except av.error.FFmpegError as exc:
+        raise InputError(path, f"not a readable media file ({_ffmpeg_reason(exc)})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot open: {exc}") from exc
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    """Describe a media file (streams, duration, tags); falls back to soundfile for audio FFmpeg refuses."""
+    import av
+
+    path = check_readable_file(path)
+    try:
+        with open_media(path) as container:
+            return _describe(path, container)
+    except InputError as error:
+        if not isinstance(error.__cause__, av.error.FFmpegError):
+            raise
+        fallback = _probe_with_soundfile(path)
+        if fallback is None:
+            raise
+        return fallback
+
+
+def stream_seconds(stream: av.stream.Stream, value: int | None) -> float | None:
+    """A timestamp or duration in `stream`'s time base as seconds (None stays None)."""
+    if value is None or stream.time_base is None:
+        return None
+    return float(value * stream.time_base)
+
+
+def stream_duration(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
+    """The stream's duration in seconds from the headers, else the container's; None if neither is known."""
+    seconds = stream_seconds(stream, stream.duration)
+    if seconds is None and container.duration is not None:
+        seconds = container.duration / 1_000_000
+    return seconds
+
+
+def _describe(path: Path, container: av.container.InputContainer) -> MediaInfo:
+    video = audio = None
+    if container.streams.video:
+        vs = container.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate
+        video = VideoStreamInfo(
+            codec=vs.codec_context.name,
+            width=vs.codec_context.width,
+            height=vs.codec_context.height,
+            fps=float(rate) if rate else None,
+            duration=stream_duration(container, vs),
+        )
+    if container.streams.audio:
+        aus = container.streams.audio[0]
+        audio = AudioStreamInfo(
+            codec=aus.codec_context.name,
+            sample_rate=aus.codec_context.sample_rate,
+            channels=aus.codec_context.channels,
+            duration=stream_duration(container, aus),
+        )
+    tags = dict(container.metadata)
+    for stream in container.streams:  # Ogg keeps Vorbis comments on the stream, MP4/Matroska on the container
+        tags = {**stream.metadata, **tags}
+    duration = container.duration / 1_000_000 if container.duration is not None else None
+    if duration is None:
+        known = [s.duration for s in (video, audio) if s is not None and s.duration is not None]
+        duration = max(known) if known else None
+    return MediaInfo(path, container.format.name, duration, video, audio, _known_tags(tags))
+
+
+def _probe_with_soundfile(path: Path) -> MediaInfo | None:
+    """Describe an audio file through libsndfile + mutagen, or None if libsndfile cannot read it either."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError):
+        return None
+    audio = AudioStreamInfo(
+        codec=info.subtype.lower(), sample_rate=info.samplerate, channels=info.channels, duration=info.duration
+    )
+    return MediaInfo(path, info.format.lower(), info.duration, None, audio, _mutagen_tags(path), reader="soundfile")
+
+
+def _mutagen_tags(path: Path) -> dict[str, str]:
+    import mutagen
+
+    try:
+        tagged = mutagen.File(str(path), easy=True)
+    except (mutagen.MutagenError, OSError, ValueError):
+        return {}
+    if tagged is None or tagged.tags is None:
+        return {}
+    return _known_tags({key: "; ".join(str(v) for v in values) for key, values in tagged.tags.items()})
+
+
+def _known_tags(raw: dict[str, str]) -> dict[str, str]:
+    lowered = {key.lower(): value for key, value in raw.items()}
+    if "albumartist" in lowered:
+        lowered.setdefault("album_artist", lowered["albumartist"])
+    return {key: lowered[key].strip() for key in KNOWN_TAGS if lowered.get(key, "").strip()}
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    """FFmpeg's own words for an error, without the file name PyAV appends."""
+    strerror = getattr(exc, "strerror", None)
+    return strerror or str(exc)
+
+
+def as_fraction(value: float) -> Fraction:
+    """A user-given number of seconds as an exact fraction (milliseconds are the finest step that matters)."""
+    return Fraction(value).limit_denominator(1_000_000)
