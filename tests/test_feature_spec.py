@@ -1,0 +1,101 @@
+"""Feature specs: canonical form, fingerprints, compatibility errors and the paper's default specs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mgsv.errors import InputError, SpecMismatchError
+from mgsv.features.spec import DEFAULT_SPECS, MUSIC_SPEC, VIDEO_SPEC, FeatureSpec, music_spec
+
+
+def test_default_specs_describe_the_papers_pipeline() -> None:
+    assert (VIDEO_SPEC.encoder, VIDEO_SPEC.dim, VIDEO_SPEC.max_tokens) == ("openai/clip-vit-base-patch32", 512, 50)
+    assert VIDEO_SPEC.params["fps"] == 1 and VIDEO_SPEC.params["token"] == "image_embeds"
+    assert VIDEO_SPEC.params["mean"] == [0.48145466, 0.4578275, 0.40821073]
+    assert (MUSIC_SPEC.encoder, MUSIC_SPEC.dim, MUSIC_SPEC.max_tokens) == ("MIT/ast-finetuned-audioset-10-10-0.4593", 768, 96)
+    assert MUSIC_SPEC.params["stride_s"] == 2.5 and MUSIC_SPEC.params["norm_mean"] == -4.2677393
+    assert MUSIC_SPEC.params["norm_std"] == 4.5689974 and MUSIC_SPEC.params["target_frames"] == 1024
+    assert DEFAULT_SPECS == {"video": VIDEO_SPEC, "music": MUSIC_SPEC}
+
+
+def test_fingerprints_are_pinned() -> None:
+    # A changed fingerprint makes every stored feature incompatible: change these only on purpose (and bump version).
+    assert VIDEO_SPEC.fingerprint() == "d9f7a2bb9b7f"
+    assert MUSIC_SPEC.fingerprint() == "4b957feb73ea"
+
+
+def test_music_spec_strides() -> None:
+    assert [music_spec(s).max_tokens for s in (2.5, 5.0, 7.5, 10.0)] == [96, 48, 32, 24]
+    assert music_spec(5).fingerprint() == music_spec(5.0).fingerprint()
+    assert music_spec(5.0).fingerprint() != MUSIC_SPEC.fingerprint()
+    with pytest.raises(ValueError, match="whole windows"):
+        music_spec(7.0)
+    with pytest.raises(ValueError, match="whole windows"):
+        music_spec(0)
+
+
+def test_round_trip_and_canonical_params() -> None:
+    spec = FeatureSpec("video", "my/encoder", 8, 4, params={"b": 1, "a": [1.5, 2]}, version=3)
+    data = spec.to_dict()
+    assert list(data) == ["modality", "encoder", "dim", "max_tokens", "params", "version"]
+    assert list(data["params"]) == ["a", "b"]
+    again = FeatureSpec.from_dict(json.loads(json.dumps(data)))
+    assert again == spec and again.fingerprint() == spec.fingerprint() and hash(again) == hash(spec)
+    # A tuple and a list are the same JSON value, hence the same spec.
+    assert FeatureSpec("video", "my/encoder", 8, 4, params={"a": (1.5, 2), "b": 1}, version=3) == spec
+
+
+def test_fingerprint_covers_every_field() -> None:
+    base = FeatureSpec("music", "enc", 8, 4, params={"x": 1})
+    variants = [
+        FeatureSpec("video", "enc", 8, 4, params={"x": 1}),
+        FeatureSpec("music", "enc2", 8, 4, params={"x": 1}),
+        FeatureSpec("music", "enc", 9, 4, params={"x": 1}),
+        FeatureSpec("music", "enc", 8, 5, params={"x": 1}),
+        FeatureSpec("music", "enc", 8, 4, params={"x": 2}),
+        FeatureSpec("music", "enc", 8, 4, params={"x": 1}, version=2),
+    ]
+    prints = {base.fingerprint()} | {v.fingerprint() for v in variants}
+    assert len(prints) == 7 and all(len(p) == 12 for p in prints)
+
+
+def test_check_compatible_names_the_differences() -> None:
+    other = FeatureSpec("music", MUSIC_SPEC.encoder, 768, 48, params={**MUSIC_SPEC.params, "stride_s": 5.0, "extra": 1})
+    MUSIC_SPEC.check_compatible(MUSIC_SPEC, what="x")
+    with pytest.raises(SpecMismatchError) as info:
+        MUSIC_SPEC.check_compatible(other, what="checkpoint run1")
+    message = str(info.value)
+    assert message.startswith("checkpoint run1: feature spec mismatch for music")
+    assert "max_tokens: 96 != 48" in message
+    assert "params.stride_s: 2.5 != 5.0" in message
+    assert "params.extra: (absent) != 1" in message
+    assert "encoder" not in message and "dim" not in message
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ([1, 2], "must be an object"),
+        ({"modality": "video"}, "missing field(s) encoder, dim, max_tokens, params, version"),
+        ({**VIDEO_SPEC.to_dict(), "colour": "red"}, "unknown field(s) colour"),
+        ({**VIDEO_SPEC.to_dict(), "dim": -1}, "dim must be a positive integer"),
+        ({**VIDEO_SPEC.to_dict(), "modality": "text"}, "modality must be one of"),
+        ({**VIDEO_SPEC.to_dict(), "params": "fps=1"}, "params must be an object"),
+    ],
+)
+def test_from_dict_rejects_malformed(data: object, problem: str) -> None:
+    with pytest.raises(InputError) as info:
+        FeatureSpec.from_dict(data, where="store/manifest.json")
+    assert str(info.value).startswith("store/manifest.json: ")
+    assert problem in str(info.value)
+
+
+def test_constructor_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="no NaN"):
+        FeatureSpec("video", "enc", 8, 4, params={"x": float("nan")})
+    with pytest.raises(ValueError, match="encoder"):
+        FeatureSpec("video", "", 8, 4)
+    with pytest.raises(ValueError, match="max_tokens"):
+        FeatureSpec("video", "enc", 8, True)
