@@ -1,6 +1,7 @@
 """Imports every command module so that each registers its commands on the app."""
 
 # One line per command module; keep alphabetical.
+from mgsv.cli import data  # noqa: F401
 from mgsv.cli import data_split  # noqa: F401
 from mgsv.cli import render  # noqa: F401
 from mgsv.cli import score  # noqa: F401

@@ -1,0 +1,307 @@
+"""`mgsv data fetch` without the internet: a fake Hugging Face Hub on 127.0.0.1 and hand-built hub caches.
+
+The fake hub speaks the two endpoints huggingface_hub uses (the dataset info API with file sizes, and the
+`resolve` file URLs with HEAD metadata and Range requests), so the real download code runs end to end:
+listing -> download into a hub cache -> size check -> unzip -> import into a feature store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import stat
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import unquote, urlparse
+
+import pytest
+import torch
+
+from mgsv.cli import main
+from mgsv.errors import InputError, OutputExistsError
+from mgsv.features.fetch import DownloadError, extract_zip, fetch_dataset
+from mgsv.features.store import FeatureStore
+
+REPO = "xxayt/MGSV-EC"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+VIDEOS = {"113722188340": 23, "113722188341": 7}
+MUSIC = {"4+5xxavfkz9qscs44": 56, "7+5x4mjjeiubm49fg": 96}
+
+
+def csv_bytes(pairs: list[tuple[str, str]]) -> bytes:
+    rows = ["video_id,music_id,video_start,video_end,music_start,music_end,music_total_duration"]
+    rows += [f"{v},{m},0,10,5,15,120" for v, m in pairs]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def features_zip() -> bytes:
+    """The official layout, zipped inside a wrapper folder as a dataset archive would be."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for top, kind, items, length, dim in (
+            ("vit_feature1", "vit", VIDEOS, 50, 512), ("ast_feature2p5", "ast", MUSIC, 96, 768),
+        ):
+            for seed, (item_id, valid) in enumerate(items.items()):
+                feats = torch.randn(length, dim, generator=torch.Generator().manual_seed(seed))
+                mask = torch.zeros(length)
+                mask[:valid] = 1
+                for sub, tensor in ((f"{kind}_feature", feats), (f"{kind}_mask", mask)):
+                    data = io.BytesIO()
+                    torch.save(tensor, data)
+                    # A fixed timestamp keeps the archive byte-identical between calls.
+                    info = zipfile.ZipInfo(f"Kuai_feature/{top}/{sub}/{item_id}.pt", date_time=(2025, 1, 1, 0, 0, 0))
+                    archive.writestr(info, data.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def dataset_files() -> dict[str, bytes]:
+    return {
+        "train_data.csv": csv_bytes([("113722188340", "4+5xxavfkz9qscs44")]),
+        "val_data.csv": csv_bytes([("113722188341", "7+5x4mjjeiubm49fg")]),
+        "test_data.csv": csv_bytes([("113722188341", "4+5xxavfkz9qscs44")]),
+        "MGSV_feature.zip": features_zip(),
+        "README.md": b"# MGSV-EC\n",
+    }
+
+
+class FakeHub:
+    """A minimal Hub: dataset info (with sizes) and resolve URLs (HEAD metadata, GET with Range)."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.listed_sizes = {name: len(data) for name, data in files.items()}
+        self.drop_first_get: set[str] = set()  # files whose first GET is cut off halfway
+        self.requests: list[tuple[str, str, str | None]] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self.respond(head=True)
+
+            def do_GET(self) -> None:
+                self.respond(head=False)
+
+            def send(self, status: int, body: bytes, headers: dict[str, str], head: bool) -> None:
+                self.send_response(status)
+                for key, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def respond(self, head: bool) -> None:
+                path = unquote(urlparse(self.path).path)
+                hub.requests.append((self.command, path, self.headers.get("Range")))
+                api = f"/api/datasets/{REPO}/revision/"
+                resolve = f"/datasets/{REPO}/resolve/"
+                if path.startswith(api):
+                    siblings = [{"rfilename": n, "size": s} for n, s in hub.listed_sizes.items()]
+                    body = json.dumps({"id": REPO, "sha": COMMIT, "siblings": siblings}).encode()
+                    return self.send(200, body, {"Content-Type": "application/json"}, head)
+                if not path.startswith(resolve):
+                    return self.send(404, b"{}", {"X-Error-Code": "RepoNotFound", "Content-Type": "application/json"}, head)
+                revision, _, name = path[len(resolve):].partition("/")
+                common = {"X-Repo-Commit": COMMIT}
+                if name not in hub.files or revision not in ("main", COMMIT):
+                    return self.send(404, b"{}", {**common, "X-Error-Code": "EntryNotFound"}, head)
+                data = hub.files[name]
+                common["ETag"] = f'"{hashlib.sha256(data).hexdigest()}"'
+                ranged = self.headers.get("Range")
+                if head:
+                    return self.send(200, data, common, head=True)
+                if ranged:
+                    start = int(ranged.split("=")[1].split("-")[0])
+                    common["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+                    return self.send(206, data[start:], common, head=False)
+                if name in hub.drop_first_get:
+                    hub.drop_first_get.discard(name)
+                    self.send_response(200)
+                    for key, value in {**common, "Content-Length": str(len(data))}.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True  # the client sees a body cut short
+                    return
+                return self.send(200, data, common, head=False)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeHub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let huggingface_hub make requests (only ever to the fake hub on 127.0.0.1)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture()
+def hub(online: None) -> Iterator[FakeHub]:
+    with FakeHub(dataset_files()) as fake:
+        yield fake
+
+
+def test_cli_fetch_download_unzip_import(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    hub.drop_first_get.add("MGSV_feature.zip")  # the connection drops halfway; the download must resume
+    # The library saves (and resumes from) whole read chunks of 10 MB; smaller chunks let a small file show it.
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 * 1024)
+    out, cache = tmp_path / "MGSV-EC", tmp_path / "hf-cache"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "fetch", "--out", str(out), "--cache-dir", str(cache), "--import", "--json"])
+    assert exit_info.value.code in (0, None)
+    report = json.loads(capsys.readouterr().out)
+    assert report["revision"] == COMMIT and report["sizes_checked"] is True
+
+    files = dataset_files()
+    for name in ("train_data.csv", "val_data.csv", "test_data.csv"):
+        assert (out / name).read_bytes() == files[name]
+    zip_path = Path(report["files"]["MGSV_feature.zip"])
+    assert zip_path.is_relative_to(cache) and zip_path.read_bytes() == files["MGSV_feature.zip"]
+    ranges = [r for method, path, r in hub.requests if method == "GET" and path.endswith("MGSV_feature.zip")]
+    resumed_at = (len(files["MGSV_feature.zip"]) // 2) // (64 * 1024) * (64 * 1024)
+    assert resumed_at > 0 and ranges == [None, f"bytes={resumed_at}-"]  # resumed, not restarted
+
+    assert (out / "MGSV_feature" / "Kuai_feature" / "vit_feature1" / "vit_mask" / "113722188340.pt").is_file()
+    assert report["imported"]["counts"] == {"video": 2, "music": 2}
+    store = FeatureStore(out / "features")
+    assert sorted(store.modality("music").ids) == sorted(MUSIC)
+    tokens, mask = store.modality("video").get("113722188341")
+    assert tokens.shape == (7, 512) and mask.all()
+
+    # A second run downloads nothing again and finds the import complete.
+    before = len(hub.requests)
+    result = fetch_dataset(out, endpoint=hub.url, cache_dir=cache, import_features=True)
+    assert result.imported is not None and result.imported.already_complete
+    assert not [r for r in hub.requests[before:] if r[0] == "GET" and "/resolve/" in r[1]]
+
+
+def test_offline_rerun_uses_the_cache(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    fetch_dataset(tmp_path / "first", endpoint=hub.url, cache_dir=cache, features=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    before = len(hub.requests)
+    result = fetch_dataset(tmp_path / "second", endpoint=hub.url, cache_dir=cache, features=False)
+    assert len(hub.requests) == before  # nothing asked of the network
+    assert result.revision == COMMIT and not result.sizes_checked
+    assert (tmp_path / "second" / "val_data.csv").read_bytes() == dataset_files()["val_data.csv"]
+
+
+def test_offline_with_a_hand_built_hub_cache(tmp_path: Path) -> None:
+    # The standard hub cache layout, as `hf download` leaves it; HF_HUB_OFFLINE=1 is set by conftest.
+    cache = tmp_path / "hub"
+    repo_dir = cache / "datasets--xxayt--MGSV-EC"
+    snapshot = repo_dir / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(COMMIT)
+    files = dataset_files()
+    for name in ("train_data.csv", "val_data.csv", "test_data.csv", "MGSV_feature.zip"):
+        (snapshot / name).write_bytes(files[name])
+    result = fetch_dataset(tmp_path / "data", cache_dir=cache, import_features=True)
+    assert result.revision == COMMIT and result.notes[0].startswith("offline mode")
+    assert FeatureStore(tmp_path / "data" / "features").verify() == {"video": 2, "music": 2}
+
+    with pytest.raises(DownloadError) as info:
+        fetch_dataset(tmp_path / "other", cache_dir=tmp_path / "empty-cache", features=False)
+    message = str(info.value)
+    assert "xxayt/MGSV-EC/train_data.csv@main: not in the local cache and the Hub cannot be reached" in message
+    assert "HF_HUB_OFFLINE=1" in message and "HF_ENDPOINT" in message
+
+
+def test_size_mismatch_is_reported(hub: FakeHub, tmp_path: Path) -> None:
+    hub.listed_sizes["val_data.csv"] += 5
+    with pytest.raises(DownloadError, match=r"val_data.csv: \d+ bytes, but xxayt/MGSV-EC lists val_data.csv with \d+ bytes"):
+        fetch_dataset(tmp_path / "data", endpoint=hub.url, cache_dir=tmp_path / "cache", features=False)
+
+
+def test_missing_file_and_missing_repo(hub: FakeHub, tmp_path: Path) -> None:
+    del hub.files["MGSV_feature.zip"], hub.listed_sizes["MGSV_feature.zip"]
+    with pytest.raises(DownloadError, match=r"the dataset has no MGSV_feature.zip \(it has: README.md, test_data.csv"):
+        fetch_dataset(tmp_path / "data", endpoint=hub.url, cache_dir=tmp_path / "cache")
+    with pytest.raises(DownloadError, match="someone/else@main: dataset repository not found"):
+        fetch_dataset(tmp_path / "data", repo_id="someone/else", endpoint=hub.url, cache_dir=tmp_path / "cache")
+
+
+def test_network_failure_names_the_hint(online: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeHub({}) as closed:
+        url = closed.url
+    monkeypatch.setenv("HF_ENDPOINT", url)  # nothing listens there any more
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "fetch", "--out", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--no-features"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "xxayt/MGSV-EC@main: download failed" in err and "HF_ENDPOINT" in err
+
+
+def test_existing_differing_csv_is_kept_without_force(hub: FakeHub, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "val_data.csv").write_text("my own edits\n")
+    with pytest.raises(OutputExistsError, match="val_data.csv: exists and differs"):
+        fetch_dataset(out, endpoint=hub.url, cache_dir=tmp_path / "cache", features=False)
+    assert (out / "val_data.csv").read_text() == "my own edits\n"
+    fetch_dataset(out, endpoint=hub.url, cache_dir=tmp_path / "cache", features=False, force=True)
+    assert (out / "val_data.csv").read_bytes() == dataset_files()["val_data.csv"]
+    with pytest.raises(InputError, match="drop --no-features"):
+        fetch_dataset(out, features=False, import_features=True)
+
+
+def _zip(tmp_path: Path, members: dict[str, bytes], link: str | None = None) -> Path:
+    path = tmp_path / "archive.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        if link:
+            info = zipfile.ZipInfo(link)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, "/etc/passwd")
+    return path
+
+
+@pytest.mark.parametrize("evil", ["../escape.txt", "/abs/escape.txt", "a/../../escape.txt", "C:/escape.txt"])
+def test_unzip_refuses_paths_outside_the_folder(tmp_path: Path, evil: str) -> None:
+    archive = _zip(tmp_path, {"ok/file.txt": b"x", evil: b"y"})
+    with pytest.raises(InputError, match="refusing to extract 1 member"):
+        extract_zip(archive, tmp_path / "out" / "MGSV_feature")
+    assert not (tmp_path / "out" / "MGSV_feature").exists() and not (tmp_path / "escape.txt").exists()
+
+
+def test_unzip_refuses_links_and_damage(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="links, e.g. 'link'"):
+        extract_zip(_zip(tmp_path, {"a.txt": b"x"}, link="link"), tmp_path / "dest")
+    archive = _zip(tmp_path, {"a.txt": b"hello world" * 100})
+    data = bytearray(archive.read_bytes())
+    start = data.index(b"hello world")
+    data[start : start + 5] = b"HELLO"  # stored (not compressed): the CRC check must catch it
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="damaged zip"):
+        extract_zip(archive, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists() and not (tmp_path / ".dest.partial").exists()
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a readable zip file"):
+        extract_zip(tmp_path / "junk.zip", tmp_path / "dest")
