@@ -138,8 +138,14 @@ def write_test_video(
     return path
 
 
-def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int, codec: str | None = None) -> Path:
-    """Write float32 samples ([n] or [channels, n], in [-1, 1]) to an audio file chosen by suffix; returns the path."""
+def write_audio(
+    path: str | Path, samples: np.ndarray, sample_rate: int, codec: str | None = None, cover_art: bool = False
+) -> Path:
+    """Write float32 samples ([n] or [channels, n], in [-1, 1]) to an audio file chosen by suffix; returns the path.
+
+    cover_art=True adds a small JPEG as an attached picture (FFmpeg shows it as a one-frame video stream);
+    MP3 and FLAC can hold one.
+    """
     path = Path(path)
     default_codec, required_rate = AUDIO_CODECS[path.suffix.lower()]
     codec = codec or default_codec
@@ -151,6 +157,13 @@ def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int, codec: 
         stream = container.add_stream(codec, rate=sample_rate, layout=layout)
         if codec == "vorbis":
             stream.codec_context.options = {"strict": "experimental"}
+        if cover_art:  # every stream must exist before the first packet is written
+            cover = container.add_stream("mjpeg", rate=1)
+            cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+            cover.disposition = av.stream.Disposition.attached_pic
+            picture = av.VideoFrame.from_ndarray(index_pattern(7, 64, 64), format="rgb24")
+            container.mux(cover.encode(picture.reformat(format="yuvj420p")))
+            container.mux(cover.encode(None))
         _encode_audio(container, stream, samples, sample_rate)
     return path
 

@@ -333,6 +333,18 @@ def test_missing_streams(tmp_path: Path) -> None:
         read_video_frames(song)
 
 
+@pytest.mark.parametrize("suffix", [".mp3", ".flac"])
+def test_cover_art_is_not_a_video(tmp_path: Path, suffix: str) -> None:
+    song = write_audio(tmp_path / f"song{suffix}", stereo_test_signal(2.0), 48000, cover_art=True)
+    with av.open(str(song)) as container:
+        assert container.streams.video  # FFmpeg lists the picture as a video stream
+    info = probe(song)
+    assert not info.has_video and info.has_audio
+    with pytest.raises(InputError, match=f"song{suffix}: has no video stream"):
+        read_video_frames(song)
+    assert len(read_audio(song)) == pytest.approx(32000, abs=1200)
+
+
 def test_video_whose_frames_cannot_be_decoded(tmp_path: Path) -> None:
     # Packets of garbage in an H.264 stream without codec parameters: FFmpeg rejects every one.
     path = tmp_path / "garbage.mkv"

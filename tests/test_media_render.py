@@ -15,7 +15,7 @@ from media_factory import tone, write_audio, write_test_video, write_tone
 
 from mgsv.cli import main
 from mgsv.errors import InputError, OutputExistsError
-from mgsv.media import is_silent, read_audio, read_audio_channels
+from mgsv.media import is_silent, read_audio, read_audio_channels, read_video_frames
 from mgsv.media import render as render_module
 from mgsv.media.render import render_with_music
 
@@ -123,6 +123,14 @@ def test_non_copyable_codec_is_reencoded_with_h264(tmp_path: Path, track: Path) 
     # ...while Matroska takes VP9 as it is.
     copied = render_with_music(webm, track, start=0.0, out=tmp_path / "out.mkv")
     assert copied.copied_video_stream and streams(copied.path)["video"]["codec"] == "vp9"
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_rotation_survives_copy_and_reencode(tmp_path: Path, track: Path, suffix: str) -> None:
+    phone = write_test_video(tmp_path / f"phone{suffix}", seconds=1, fps=10, rotation=-90)
+    result = render_with_music(phone, track, start=0.0, out=tmp_path / "out.mp4")
+    assert result.copied_video_stream == (suffix == ".mp4")
+    assert read_video_frames(result.path).size == read_video_frames(phone).size == (120, 160)
 
 
 def test_big_buck_bunny_with_six_channel_audio(tmp_path: Path, track: Path) -> None:

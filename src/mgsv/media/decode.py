@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from mgsv.errors import InputError
-from mgsv.media.probe import as_fraction, check_readable_file, open_media, stream_duration
+from mgsv.media.probe import as_fraction, check_readable_file, open_media, stream_duration, video_stream
 
 if TYPE_CHECKING:
     import av
@@ -79,9 +79,9 @@ def read_video_frames(
 
     path = check_readable_file(path)
     with open_media(path) as container:
-        if not container.streams.video:
+        stream = video_stream(container)
+        if stream is None:
             raise InputError(path, "has no video stream")
-        stream = container.streams.video[0]
         ctx = stream.codec_context
         if ctx.width <= 0 or ctx.height <= 0:
             raise InputError(path, f"video stream has no frame size ({ctx.width}x{ctx.height})")
@@ -204,7 +204,7 @@ def _decode_video(
             seeked = True
         except av.error.FFmpegError:
             log.debug("%s: cannot seek, decoding from the start", path)
-    frames = _decode_stream(path, container, stream)
+    frames = decode_stream(path, container, stream)
     if seeked:
         # A backward seek lands on a key frame at or before the window start; if the demuxer landed later, the
         # frame on screen at window_start would be missed, so decode from the start instead.
@@ -215,7 +215,7 @@ def _decode_video(
         if first_time > window_start:
             frames.close()
             container.seek(origin, stream=stream, backward=True)
-            frames = _decode_stream(path, container, stream)
+            frames = decode_stream(path, container, stream)
         else:
             frames = _chain(first, frames)
     previous_time: Fraction | None = None
@@ -228,7 +228,7 @@ def _decode_video(
         yield frame, time
 
 
-def _decode_stream(path: Path, container: av.container.InputContainer, stream: av.stream.Stream) -> Iterator:
+def decode_stream(path: Path, container: av.container.InputContainer, stream: av.stream.Stream) -> Iterator:
     """Decode every frame of `stream`, skipping (and counting) packets FFmpeg cannot decode, as ffmpeg's CLI does."""
     import av
 
@@ -426,14 +426,14 @@ def _pyav_blocks(
 
     with open_media(path) as container:
         if not container.streams.audio:
-            raise InputError(path, "video has no audio track" if container.streams.video else "has no audio stream")
+            raise InputError(path, "video has no audio track" if video_stream(container) else "has no audio stream")
         stream = container.streams.audio[0]
         stream.thread_type = "AUTO"
         window = _SampleWindow()
         resampler = None
         first_time: Fraction | None = None
         try:
-            for frame in _decode_stream(path, container, stream):
+            for frame in decode_stream(path, container, stream):
                 if resampler is None:
                     window.start(frame.sample_rate, offset, max_seconds)
                     # converts the sample format (and the channel layout, when asked) at the native rate

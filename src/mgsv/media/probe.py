@@ -111,6 +111,16 @@ def open_media(path: str | os.PathLike[str]) -> Iterator[av.container.InputConta
         container.close()
 
 
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The first real video stream, or None; cover art in a music file (an "attached picture") does not count."""
+    import av
+
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
 def probe(path: str | os.PathLike[str]) -> MediaInfo:
     """Describe a media file (streams, duration, tags); falls back to soundfile for audio FFmpeg refuses."""
     import av
@@ -145,8 +155,8 @@ def stream_duration(container: av.container.InputContainer, stream: av.stream.St
 
 def _describe(path: Path, container: av.container.InputContainer) -> MediaInfo:
     video = audio = None
-    if container.streams.video:
-        vs = container.streams.video[0]
+    vs = video_stream(container)
+    if vs is not None:
         rate = vs.average_rate or vs.guessed_rate
         video = VideoStreamInfo(
             codec=vs.codec_context.name,

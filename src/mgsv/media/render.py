@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from mgsv.errors import InputError, OutputExistsError
-from mgsv.media.decode import is_silent, read_audio_channels
-from mgsv.media.probe import check_readable_file, open_media, probe
+from mgsv.media.decode import decode_stream, is_silent, read_audio_channels
+from mgsv.media.probe import check_readable_file, open_media, probe, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,9 @@ def _video_timeline(video: Path) -> tuple[float, bool]:
     headers may count audio that runs past the video.
     """
     with open_media(video) as container:
-        if not container.streams.video:
+        stream = video_stream(container)
+        if stream is None:
             raise InputError(video, "has no video stream to put music under")
-        stream = container.streams.video[0]
         first = last_end = None
         for packet in container.demux(stream):
             if packet.pts is None:
@@ -294,7 +294,7 @@ def _write(video: Path, mix: np.ndarray, target: Path, copy_video: bool) -> bool
     import av
 
     with open_media(video) as source, av.open(str(target), "w") as output:
-        in_video = source.streams.video[0]
+        in_video = video_stream(source)
         copy_video = copy_video and in_video.codec_context.name in COPYABLE[target.suffix.lower()]
         audio = _AudioTrack(mix)
         if copy_video:
@@ -309,7 +309,7 @@ def _write(video: Path, mix: np.ndarray, target: Path, copy_video: bool) -> bool
         else:
             encoder = _H264Encoder(in_video)
             in_video.thread_type = "AUTO"
-            for frame in source.decode(in_video):
+            for frame in decode_stream(video, source, in_video):
                 if not encoder.started:
                     encoder.start(output, frame)
                     audio.add_to(output)
