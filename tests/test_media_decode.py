@@ -316,6 +316,11 @@ def test_audio_error_says_libsndfile_failed_too(tmp_path: Path) -> None:
         read_audio(path)
 
 
+def test_device_is_not_a_media_file() -> None:
+    with pytest.raises(InputError, match="/dev/null: is not a regular file"):
+        read_audio("/dev/null")
+
+
 def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_tone(tmp_path / "locked.wav", seconds=1)
     real_access = os.access

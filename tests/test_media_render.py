@@ -269,7 +269,8 @@ def test_cli_render(tmp_path: Path, track: Path, query: Path, capsys: pytest.Cap
     assert "already exists; pass --force" in capsys.readouterr().err
 
     with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--force"])
+        main([*args[:-2], "--force", "--loudness", "-20", "--fade", "1"])  # without --keep-audio 0.2
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
+    assert "-> -20.0 LUFS" in printed
     assert "wrote" in printed and "video copied" in printed and "LUFS" in printed

@@ -37,7 +37,7 @@ def render(
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Write VIDEO with the music moment [start, end] of a track as its soundtrack (faded, loudness-normalised)."""
+    """Write VIDEO with the music from --start to --end of a track as its soundtrack (faded, loudness-normalised)."""
     from mgsv.media.render import render_with_music
 
     result = render_with_music(

@@ -86,6 +86,8 @@ def check_readable_file(path: str | os.PathLike[str]) -> Path:
         raise InputError(path, "file not found")
     if path.is_dir():
         raise InputError(path, "is a directory, not a media file")
+    if not path.is_file():
+        raise InputError(path, "is not a regular file")
     if not os.access(path, os.R_OK):
         raise InputError(path, "permission denied: the file is not readable")
     if path.stat().st_size == 0:
