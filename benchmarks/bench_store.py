@@ -134,7 +134,7 @@ def main() -> None:
         store = FeatureStore(root / "store")
         store_bytes, official_bytes = du(root / "store"), du(root / "official")
         print(f"official .pt layout: written in {official_s:.1f} s, {official_bytes / 2**30:.2f} GiB, "
-              f"{4 * 0 + 2 * (args.videos + args.tracks)} files")
+              f"{4 * (args.videos + args.tracks):,d} files")
         print(f"feature store:       written in {store_s:.1f} s, {store_bytes / 2**30:.2f} GiB")
 
         rng = np.random.default_rng(args.seed + 1)

@@ -90,6 +90,8 @@ def test_batch_pads_with_zeros_and_repeats_ids(store: FeatureStore) -> None:
     feats, mask = table.batch(ids, pad_to=10, dtype=torch.bfloat16)
     assert feats.shape == (4, 10, 16) and feats.dtype == torch.bfloat16
     assert torch.equal(feats[1, :3], torch.from_numpy(items["v0"][0]).bfloat16())
+    half, _ = table.batch(ids, dtype=torch.float16)
+    assert half.dtype == torch.float16 and torch.equal(half.float(), table.batch(ids)[0])
     with pytest.raises(InputError, match=r"id 'v3' has 6 tokens, more than pad_to=5"):
         table.batch(ids, pad_to=5)
     feats, mask = table.batch([])
