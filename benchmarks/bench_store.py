@@ -17,6 +17,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,17 @@ def build(root: Path, videos: int, tracks: int, seed: int) -> tuple[list[str], l
     started = time.perf_counter()
     official = root / "official"
     dirs = {
-        "vf": official / VIDEO_DIR / "vit_feature", "vm": official / VIDEO_DIR / "vit_mask",
-        "af": official / MUSIC_DIRS[2.5] / "ast_feature", "am": official / MUSIC_DIRS[2.5] / "ast_mask",
+        "vf": official / VIDEO_DIR / "vit_feature",
+        "vm": official / VIDEO_DIR / "vit_mask",
+        "af": official / MUSIC_DIRS[2.5] / "ast_feature",
+        "am": official / MUSIC_DIRS[2.5] / "ast_mask",
     }
     for folder in dirs.values():
         folder.mkdir(parents=True)
-    for kind, ids, lens, (width, dim) in (("v", video_ids, video_len, (50, 512)), ("a", music_ids, music_len, (96, 768))):
+    for kind, ids, lens, (width, dim) in (
+        ("v", video_ids, video_len, (50, 512)),
+        ("a", music_ids, music_len, (96, 768)),
+    ):
         for i, (item_id, n) in enumerate(zip(ids, lens)):
             start = (i * 37) % (4096 - width)
             feats = pool[start : start + width, :dim].clone()
@@ -106,12 +112,12 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of `repeats` calls."""
+def timed(repeats: int, fn: Callable[..., object], *args: object) -> float:
+    """Median seconds of `repeats` calls of fn(*args)."""
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        fn()
+        fn(*args)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -122,7 +128,9 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=4_000)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--batches", type=int, default=5, help="random batches timed per setting")
-    parser.add_argument("--workdir", type=Path, default=None, help="where the temporary data goes (default: system temp)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where the temporary data goes (default: system temp)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -133,8 +141,10 @@ def main() -> None:
         video_ids, music_ids, official_s, store_s = build(root, args.videos, args.tracks, args.seed)
         store = FeatureStore(root / "store")
         store_bytes, official_bytes = du(root / "store"), du(root / "official")
-        print(f"official .pt layout: written in {official_s:.1f} s, {official_bytes / 2**30:.2f} GiB, "
-              f"{4 * (args.videos + args.tracks):,d} files")
+        print(
+            f"official .pt layout: written in {official_s:.1f} s, {official_bytes / 2**30:.2f} GiB, "
+            f"{4 * (args.videos + args.tracks):,d} files"
+        )
         print(f"feature store:       written in {store_s:.1f} s, {store_bytes / 2**30:.2f} GiB")
 
         rng = np.random.default_rng(args.seed + 1)
@@ -150,30 +160,34 @@ def main() -> None:
             videos.batch(vids, pad_to=50 if pad else None)
             music.batch(mids, pad_to=96 if pad else None)
 
-        results: dict[str, list[float]] = {k: [] for k in ("official cold", "official warm", "store cold", "store warm", "store warm pad 50/96")}
+        results: dict[str, list[float]] = {
+            k: [] for k in ("official cold", "official warm", "store cold", "store warm", "store warm pad 50/96")
+        }
         for vids, mids in batches:
             evict(official_files(root, vids, mids))
-            results["official cold"].append(timed(lambda: official_batch(root, vids, mids), 1))
-            results["official warm"].append(timed(lambda: official_batch(root, vids, mids), 2))
+            results["official cold"].append(timed(1, official_batch, root, vids, mids))
+            results["official warm"].append(timed(2, official_batch, root, vids, mids))
             evict(shard_files)
-            results["store cold"].append(timed(lambda: store_batch(vids, mids, False), 1))
-            results["store warm"].append(timed(lambda: store_batch(vids, mids, False), 3))
-            results["store warm pad 50/96"].append(timed(lambda: store_batch(vids, mids, True), 3))
+            results["store cold"].append(timed(1, store_batch, vids, mids, False))
+            results["store warm"].append(timed(3, store_batch, vids, mids, False))
+            results["store warm pad 50/96"].append(timed(3, store_batch, vids, mids, True))
 
         evict(shard_files)
         started = time.perf_counter()
         videos.load_into_memory()
         music.load_into_memory()
         load_s = time.perf_counter() - started
-        results["store in RAM"] = [timed(lambda: store_batch(v, m, False), 3) for v, m in batches]
+        results["store in RAM"] = [timed(3, store_batch, v, m, False) for v, m in batches]
 
         print(f"\nbatch of {args.batch} (video, music) pairs, median over {args.batches} random batches:")
         for name, values in results.items():
             print(f"  {name:22s} {1000 * statistics.median(values):9.1f} ms")
         o_cold, o_warm = statistics.median(results["official cold"]), statistics.median(results["official warm"])
         s_cold, s_warm = statistics.median(results["store cold"]), statistics.median(results["store warm"])
-        print(f"speed-up: cold {o_cold / s_cold:.1f}x, warm {o_warm / s_warm:.1f}x, "
-              f"in RAM {o_warm / statistics.median(results['store in RAM']):.1f}x (vs official warm)")
+        print(
+            f"speed-up: cold {o_cold / s_cold:.1f}x, warm {o_warm / s_warm:.1f}x, "
+            f"in RAM {o_warm / statistics.median(results['store in RAM']):.1f}x (vs official warm)"
+        )
         print(f"load_into_memory (both modalities, from cold): {load_s:.1f} s")
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -14,7 +14,11 @@ def test_default_specs_describe_the_papers_pipeline() -> None:
     assert (VIDEO_SPEC.encoder, VIDEO_SPEC.dim, VIDEO_SPEC.max_tokens) == ("openai/clip-vit-base-patch32", 512, 50)
     assert VIDEO_SPEC.params["fps"] == 1 and VIDEO_SPEC.params["token"] == "image_embeds"
     assert VIDEO_SPEC.params["mean"] == [0.48145466, 0.4578275, 0.40821073]
-    assert (MUSIC_SPEC.encoder, MUSIC_SPEC.dim, MUSIC_SPEC.max_tokens) == ("MIT/ast-finetuned-audioset-10-10-0.4593", 768, 96)
+    assert (MUSIC_SPEC.encoder, MUSIC_SPEC.dim, MUSIC_SPEC.max_tokens) == (
+        "MIT/ast-finetuned-audioset-10-10-0.4593",
+        768,
+        96,
+    )
     assert MUSIC_SPEC.params["stride_s"] == 2.5 and MUSIC_SPEC.params["norm_mean"] == -4.2677393
     assert MUSIC_SPEC.params["norm_std"] == 4.5689974 and MUSIC_SPEC.params["target_frames"] == 1024
     assert DEFAULT_SPECS == {"video": VIDEO_SPEC, "music": MUSIC_SPEC}

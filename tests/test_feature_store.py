@@ -138,7 +138,9 @@ def test_appends_across_sessions_and_shards_match_load_into_memory(store: Featur
     manifest = json.loads(store.manifest_path.read_text())
     assert [s["items"] for s in manifest["modalities"]["music"]["shards"]] == [15]
     assert sorted(p.name for p in (store.root / "music").iterdir()) == [
-        "shard-000006.index.json", "shard-000006.mask.npy", "shard-000006.tokens.npy",
+        "shard-000006.index.json",
+        "shard-000006.mask.npy",
+        "shard-000006.tokens.npy",
     ]
     assert all(torch.equal(a, b) for a, b in zip(mapped, store.modality("music").batch(ids)))
 
@@ -187,7 +189,9 @@ def test_duplicate_ids_are_refused(store: FeatureStore) -> None:
         (np.full((4, 16), 1e6), np.ones(4), "does not fit float16"),
     ],
 )
-def test_bad_items_are_refused_with_the_id(store: FeatureStore, tokens: np.ndarray, mask: np.ndarray, problem: str) -> None:
+def test_bad_items_are_refused_with_the_id(
+    store: FeatureStore, tokens: np.ndarray, mask: np.ndarray, problem: str
+) -> None:
     with pytest.raises(InputError, match=problem) as info:
         store.append("video", ["clip-7"], [tokens], [mask])
     assert "video id 'clip-7'" in str(info.value)
@@ -343,12 +347,20 @@ def test_sigkill_between_shard_rename_and_manifest(store: FeatureStore) -> None:
     assert child.returncode == -signal.SIGKILL
     folder = store.root / "music"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "shard-000000.index.json", "shard-000000.mask.npy", "shard-000000.tokens.npy",
+        "shard-000000.index.json",
+        "shard-000000.mask.npy",
+        "shard-000000.tokens.npy",
     ]
     assert len(store.modality("music")) == 0 and store.verify()["music"] == 0  # the orphan is not published
 
     removed = store.cleanup()
-    assert sorted(p.name for p in removed) == ["shard-000000.index.json", "shard-000000.mask.npy", "shard-000000.tokens.npy"]
+    assert sorted(p.name for p in removed) == [
+        "shard-000000.index.json",
+        "shard-000000.mask.npy",
+        "shard-000000.tokens.npy",
+    ]
     store.append("music", ["m0"], [np.ones((2, 24))], [np.ones(2)])
-    assert [s["name"] for s in json.loads(store.manifest_path.read_text())["modalities"]["music"]["shards"]] == ["shard-000000"]
+    assert [s["name"] for s in json.loads(store.manifest_path.read_text())["modalities"]["music"]["shards"]] == [
+        "shard-000000"
+    ]
     assert store.modality("music").ids == ["m0"]

@@ -13,9 +13,9 @@ import json
 import stat
 import threading
 import zipfile
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlparse
 
 import pytest
@@ -43,7 +43,8 @@ def features_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for top, kind, items, length, dim in (
-            ("vit_feature1", "vit", VIDEOS, 50, 512), ("ast_feature2p5", "ast", MUSIC, 96, 768),
+            ("vit_feature1", "vit", VIDEOS, 50, 512),
+            ("ast_feature2p5", "ast", MUSIC, 96, 768),
         ):
             for seed, (item_id, valid) in enumerate(items.items()):
                 feats = torch.randn(length, dim, generator=torch.Generator().manual_seed(seed))
@@ -108,8 +109,10 @@ class FakeHub:
                     body = json.dumps({"id": REPO, "sha": COMMIT, "siblings": siblings}).encode()
                     return self.send(200, body, {"Content-Type": "application/json"}, head)
                 if not path.startswith(resolve):
-                    return self.send(404, b"{}", {"X-Error-Code": "RepoNotFound", "Content-Type": "application/json"}, head)
-                revision, _, name = path[len(resolve):].partition("/")
+                    return self.send(
+                        404, b"{}", {"X-Error-Code": "RepoNotFound", "Content-Type": "application/json"}, head
+                    )
+                revision, _, name = path[len(resolve) :].partition("/")
                 common = {"X-Repo-Commit": COMMIT}
                 if name not in hub.files or revision not in ("main", COMMIT):
                     return self.send(404, b"{}", {**common, "X-Error-Code": "EntryNotFound"}, head)
@@ -161,7 +164,9 @@ def hub(online: None) -> Iterator[FakeHub]:
         yield fake
 
 
-def test_cli_fetch_download_unzip_import(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fetch_download_unzip_import(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from huggingface_hub import constants
 
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
@@ -235,7 +240,9 @@ def test_offline_with_a_hand_built_hub_cache(tmp_path: Path) -> None:
 
 def test_size_mismatch_is_reported(hub: FakeHub, tmp_path: Path) -> None:
     hub.listed_sizes["val_data.csv"] += 5
-    with pytest.raises(DownloadError, match=r"val_data.csv: \d+ bytes, but xxayt/MGSV-EC lists val_data.csv with \d+ bytes"):
+    with pytest.raises(
+        DownloadError, match=r"val_data.csv: \d+ bytes, but xxayt/MGSV-EC lists val_data.csv with \d+ bytes"
+    ):
         fetch_dataset(tmp_path / "data", endpoint=hub.url, cache_dir=tmp_path / "cache", features=False)
 
 
@@ -247,12 +254,16 @@ def test_missing_file_and_missing_repo(hub: FakeHub, tmp_path: Path) -> None:
         fetch_dataset(tmp_path / "data", repo_id="someone/else", endpoint=hub.url, cache_dir=tmp_path / "cache")
 
 
-def test_network_failure_names_the_hint(online: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_network_failure_names_the_hint(
+    online: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     with FakeHub({}) as closed:
         url = closed.url
     monkeypatch.setenv("HF_ENDPOINT", url)  # nothing listens there any more
     with pytest.raises(SystemExit) as exit_info:
-        main(["data", "fetch", "--out", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--no-features"])
+        main(
+            ["data", "fetch", "--out", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--no-features"]
+        )
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert "xxayt/MGSV-EC@main: download failed" in err and "HF_ENDPOINT" in err

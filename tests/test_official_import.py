@@ -27,7 +27,9 @@ def official_item(seed: int, valid: int, length: int, dim: int) -> tuple[torch.T
     return feats, mask
 
 
-def make_layout(root: Path, videos: dict[str, int], music: dict[str, int], music_dir: str = "ast_feature2p5", slots: int = 96) -> dict:
+def make_layout(
+    root: Path, videos: dict[str, int], music: dict[str, int], music_dir: str = "ast_feature2p5", slots: int = 96
+) -> dict:
     expected = {}
     for folder, items, length, dim in (("vit_feature1", videos, 50, 512), (music_dir, music, slots, 768)):
         kind = "vit" if folder == "vit_feature1" else "ast"
@@ -70,7 +72,10 @@ def test_cli_import_round_trip(layout: tuple[Path, dict], tmp_path: Path, capsys
     store = FeatureStore(out)
     assert store.specs == {"video": VIDEO_SPEC, "music": MUSIC_SPEC}
     videos, music = store.modality("video"), store.modality("music")
-    assert videos.ids == ["113722188340", "7", "113722188341"] and music.ids == ["4+5xxavfkz9qscs44", "7+5x4mjjeiubm49fg"]
+    assert videos.ids == ["113722188340", "7", "113722188341"] and music.ids == [
+        "4+5xxavfkz9qscs44",
+        "7+5x4mjjeiubm49fg",
+    ]
     # The official loader's batch: fixed padding, features zeroed where the mask is 0.
     feats, mask = videos.batch(["7", "113722188341"], pad_to=50)
     for row, item_id in enumerate(["7", "113722188341"]):
@@ -90,7 +95,9 @@ def test_import_everything_without_csvs(layout: tuple[Path, dict], tmp_path: Pat
     assert sorted(FeatureStore(tmp_path / "features").modality("music").ids) == sorted(MUSIC)
 
 
-def test_missing_ids_are_listed_with_a_total(layout: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_ids_are_listed_with_a_total(
+    layout: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src, _ = layout
     pairs = [(f"9{i:03d}", "4+5xxavfkz9qscs44") for i in range(24)] + [("7", "2+nope")]
     csv = write_csv(tmp_path / "test.csv", pairs)
@@ -118,6 +125,8 @@ def test_bad_files_are_named_and_a_rerun_resumes(layout: tuple[Path, dict], tmp_
     bad_mask[:3] = torch.tensor([1.0, 0.5, 1.0])
     torch.save(bad_mask, music_masks / "1+abc.pt")  # not 0/1
     torch.save(torch.zeros(96, 768, dtype=torch.int32), src / "ast_feature2p5" / "ast_feature" / "7+5x4mjjeiubm49fg.pt")
+    with open(music_masks / "4+5xxavfkz9qscs44.pt", "ab") as f:  # absurdly large: refused before unpickling
+        f.truncate(100_000_000)
     out = tmp_path / "features"
     with pytest.raises(ProblemsError) as info:
         import_official(src, out)
@@ -126,14 +135,15 @@ def test_bad_files_are_named_and_a_rerun_resumes(layout: tuple[Path, dict], tmp_
     assert any(p.startswith(f"{video_feats / '113722188341.pt'}: cannot load (") for p in problems)
     assert f"{music_masks / '1+abc.pt'}: mask values must be 0 or 1" in problems
     assert any("7+5x4mjjeiubm49fg.pt: dtype torch.int32, expected floating point" in p for p in problems)
-    assert len(problems) == 4
+    assert f"{music_masks / '4+5xxavfkz9qscs44.pt'}: 100,000,000 bytes, far more than a [96] tensor needs" in problems
+    assert len(problems) == 5
     assert not out.exists()  # nothing that looks complete
     partial = FeatureStore(tmp_path / ".features.partial")
     assert partial.modality("video").ids == ["113722188340"]  # the good items are kept for the re-run
 
     make_layout(src, VIDEOS, MUSIC)  # repair every file
     result = import_official(src, out)
-    assert result.converted == {"video": 2, "music": 2} and result.counts == {"video": 3, "music": 3}
+    assert result.converted == {"video": 2, "music": 3} and result.counts == {"video": 3, "music": 3}
     assert FeatureStore(out).verify(deep=True) == {"video": 3, "music": 3}
     assert not (tmp_path / ".features.partial").exists()
 
@@ -173,7 +183,9 @@ def test_existing_output(layout: tuple[Path, dict], tmp_path: Path) -> None:
 def test_other_strides(tmp_path: Path) -> None:
     src = tmp_path / "Kuai_feature"
     make_layout(src, VIDEOS, {"1+abc": 20}, music_dir="ast_feature5", slots=48)
-    with pytest.raises(InputError, match=r"missing .*ast_feature2p5/ast_feature.*music features exist for stride 5: pass --stride"):
+    with pytest.raises(
+        InputError, match=r"missing .*ast_feature2p5/ast_feature.*music features exist for stride 5: pass --stride"
+    ):
         import_official(src, tmp_path / "features")
     result = import_official(src, tmp_path / "features", stride=5)
     store = FeatureStore(tmp_path / "features")
@@ -208,7 +220,10 @@ def test_csv_errors(tmp_path: Path) -> None:
     (tmp_path / "empty_id.csv").write_text("video_id,music_id\n1,a\n,b\n")
     with pytest.raises(ProblemsError, match="line 3: empty video_id or music_id"):
         read_csv_ids([tmp_path / "empty_id.csv"])
-    assert read_csv_ids([write_csv(tmp_path / "ok.csv", [("0012", "1+a"), ("0012", "2+b")])]) == (["0012"], ["1+a", "2+b"])
+    assert read_csv_ids([write_csv(tmp_path / "ok.csv", [("0012", "1+a"), ("0012", "2+b")])]) == (
+        ["0012"],
+        ["1+a", "2+b"],
+    )
 
 
 def test_real_mgsv_ec_csv_ids() -> None:

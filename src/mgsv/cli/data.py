@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -25,7 +26,10 @@ def _progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None] | 
         yield None
         return
     bars = Progress(
-        TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("{task.description:>12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
         console=Console(stderr=True),
     )
     tasks: dict[str, int] = {}
@@ -58,19 +62,23 @@ def import_command(
     src: Annotated[Path, typer.Argument(help="Official feature folder (holds vit_feature1/ and ast_feature2p5/).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Feature store to create, e.g. DATA/features.")],
     csv: Annotated[
-        Optional[list[Path]],
-        typer.Option("--csv", help="Import exactly the ids of these annotation CSVs (repeat the option); default: all files."),
+        list[Path] | None,
+        typer.Option(
+            "--csv", help="Import exactly the ids of these annotation CSVs (repeat the option); default: all files."
+        ),
     ] = None,
     stride: Annotated[float, typer.Option("--stride", help="Music window stride in seconds: 2.5, 5, 7.5 or 10.")] = 2.5,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Threads reading .pt files.")] = 4,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing store at --out.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Convert the official per-id .pt features into a feature store (resumable; the store appears only when complete)."""
+    """Convert the official per-id .pt features into a feature store (resumable; appears only when complete)."""
     from mgsv.features.official import import_official
 
     with _progress_bars(not json_output) as progress:
-        result = import_official(src, out, csvs=csv or (), stride=stride, force=force, workers=workers, progress=progress)
+        result = import_official(
+            src, out, csvs=csv or (), stride=stride, force=force, workers=workers, progress=progress
+        )
     if json_output:
         typer.echo(json.dumps(result.to_dict()))
     else:
@@ -79,7 +87,9 @@ def import_command(
 
 @data_app.command("fetch")
 def fetch_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder: CSVs, MGSV_feature/ and (with --import) features/.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Dataset folder: CSVs, MGSV_feature/ and (with --import) features/.")
+    ],
     repo_id: Annotated[str, typer.Option("--repo-id", help="Hugging Face dataset repository.")] = DEFAULT_REPO,
     revision: Annotated[str, typer.Option("--revision", help="Branch, tag or commit of the dataset.")] = "main",
     features: Annotated[
@@ -87,9 +97,11 @@ def fetch_command(
     ] = True,
     import_: Annotated[bool, typer.Option("--import", help="Import the unpacked features into OUT/features.")] = False,
     cache_dir: Annotated[
-        Optional[Path], typer.Option("--cache-dir", help="Hugging Face cache folder (default: HF_HOME's hub cache).")
+        Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder (default: HF_HOME's hub cache).")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace differing CSVs and an existing OUT/features.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace differing CSVs and an existing OUT/features.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Download MGSV-EC from the Hugging Face Hub (resumes dropped connections; checks sizes), unpack, import.
@@ -100,11 +112,20 @@ def fetch_command(
 
     console = Console(stderr=json_output)
     if features and not json_output:
-        console.print("downloading (dropped connections are resumed; files already in the cache are not fetched again) ...")
+        console.print(
+            "downloading (dropped connections are resumed; files already in the cache are not fetched again) ..."
+        )
     with _progress_bars(not json_output) as progress:
         result = fetch_dataset(
-            out, repo_id=repo_id, revision=revision, features=features, import_features=import_,
-            endpoint=os.environ.get("HF_ENDPOINT") or None, cache_dir=cache_dir, force=force, progress=progress,
+            out,
+            repo_id=repo_id,
+            revision=revision,
+            features=features,
+            import_features=import_,
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            cache_dir=cache_dir,
+            force=force,
+            progress=progress,
         )
     if json_output:
         typer.echo(json.dumps(result.to_dict()))

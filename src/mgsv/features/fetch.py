@@ -51,7 +51,9 @@ class FetchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "out": str(self.out), "repo_id": self.repo_id, "revision": self.revision,
+            "out": str(self.out),
+            "repo_id": self.repo_id,
+            "revision": self.revision,
             "files": {k: str(v) for k, v in self.files.items()},
             "features_dir": str(self.features_dir) if self.features_dir else None,
             "imported": self.imported.to_dict() if self.imported else None,
@@ -117,7 +119,10 @@ def fetch_dataset(
         assert result.features_dir is not None
         root = find_layout_root(result.features_dir)
         if root is None:
-            raise InputError(files[FEATURES_ZIP], f"no official feature layout (vit_feature1/, ast_feature2p5/) inside {result.features_dir}")
+            raise InputError(
+                files[FEATURES_ZIP],
+                f"no official feature layout (vit_feature1/, ast_feature2p5/) inside {result.features_dir}",
+            )
         result.imported = import_official(
             root, out / "features", csvs=[out / name for name in CSV_FILES], force=force, progress=progress
         )
@@ -172,7 +177,9 @@ def _place_copy(src: Path, dest: Path, force: bool) -> Path:
         if dest.read_bytes() == src.read_bytes():
             return dest
         if not force:
-            raise OutputExistsError(f"{dest}: exists and differs from the downloaded {src.name}; use --force to replace it")
+            raise OutputExistsError(
+                f"{dest}: exists and differs from the downloaded {src.name}; use --force to replace it"
+            )
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
     try:
         shutil.copyfile(src, tmp)
@@ -213,11 +220,15 @@ def extract_zip(zip_path: Path, dest: Path) -> Path:
             if is_link or _safe_member_path(member.filename) is None:
                 bad.append(member.filename)
         if bad:
-            raise InputError(zip_path, f"refusing to extract {len(bad)} member(s) outside the folder or links, e.g. {bad[0]!r}")
+            raise InputError(
+                zip_path, f"refusing to extract {len(bad)} member(s) outside the folder or links, e.g. {bad[0]!r}"
+            )
         needed = sum(m.file_size for m in members)
         free = shutil.disk_usage(dest.parent if dest.parent.exists() else Path.cwd()).free
         if needed > free:
-            raise InputError(zip_path, f"needs {needed / 2**30:.1f} GiB to extract, {free / 2**30:.1f} GiB free at {dest.parent}")
+            raise InputError(
+                zip_path, f"needs {needed / 2**30:.1f} GiB to extract, {free / 2**30:.1f} GiB free at {dest.parent}"
+            )
         partial = dest.parent / f".{dest.name}.partial"
         if partial.exists():
             shutil.rmtree(partial)  # a previous extraction was interrupted; ours to redo

@@ -15,10 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
 
 from mgsv.errors import InputError, MgsvError, OutputExistsError, ProblemsError
 from mgsv.features.spec import VIDEO_SPEC, FeatureSpec, music_spec
@@ -29,6 +32,8 @@ MUSIC_DIRS = {2.5: "ast_feature2p5", 5.0: "ast_feature5", 7.5: "ast_feature7p5",
 # (modality, feature subfolder, mask subfolder, top folder for a stride)
 _KINDS = {"video": ("vit_feature", "vit_mask"), "music": ("ast_feature", "ast_mask")}
 SHOWN_PROBLEMS = 20
+_SIZE_FACTOR = 64  # a .pt file may be this many times a float64 tensor of the expected shape
+_CHUNK = 256  # items loaded in parallel before they are handed to the store writer
 
 Progress = Callable[[str, int, int], None]  # (modality, items done, items total)
 
@@ -47,8 +52,13 @@ class ImportResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "out": str(self.out), "counts": self.counts, "converted": self.converted, "ignored": self.ignored,
-            "seconds": round(self.seconds, 3), "already_complete": self.already_complete, "specs": self.specs,
+            "out": str(self.out),
+            "counts": self.counts,
+            "converted": self.converted,
+            "ignored": self.ignored,
+            "seconds": round(self.seconds, 3),
+            "already_complete": self.already_complete,
+            "specs": self.specs,
         }
 
 
@@ -57,7 +67,10 @@ def music_dir(stride: float) -> str:
     try:
         return MUSIC_DIRS[float(stride)]
     except KeyError:
-        raise InputError("--stride", f"unsupported stride {stride:g}; the official layout has {', '.join(f'{s:g}' for s in MUSIC_DIRS)}") from None
+        raise InputError(
+            "--stride",
+            f"unsupported stride {stride:g}; the official layout has {', '.join(f'{s:g}' for s in MUSIC_DIRS)}",
+        ) from None
 
 
 def official_specs(stride: float = 2.5) -> dict[str, FeatureSpec]:
@@ -96,7 +109,7 @@ def read_csv_ids(paths: Sequence[Path]) -> tuple[list[str], list[str]]:
         if missing:
             raise InputError(path, f"missing column(s) {', '.join(missing)} (is this an MGSV-EC annotation CSV?)")
         problems = []
-        for line, (vid, mid) in enumerate(zip(frame["video_id"], frame["music_id"]), start=2):
+        for line, (vid, mid) in enumerate(zip(frame["video_id"], frame["music_id"], strict=True), start=2):
             vid, mid = vid.strip(), mid.strip()
             if not vid or not mid:
                 problems.append(f"line {line}: empty video_id or music_id")
@@ -120,6 +133,15 @@ def _load_item(feature_path: Path, mask_path: Path, spec: FeatureSpec) -> tuple[
 
     loaded = []
     for path, shape in ((feature_path, [spec.max_tokens, spec.dim]), (mask_path, [spec.max_tokens])):
+        # Refuse absurd files before unpickling them. The cap is generous because torch.save writes a slice's
+        # whole underlying storage, so a legitimate file may hold more than its own [L, D] values.
+        limit = _SIZE_FACTOR * 8 * int(np.prod(shape)) + 65536
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            return f"{path}: cannot read ({exc})"
+        if size > limit:
+            return f"{path}: {size:,d} bytes, far more than a {shape} tensor needs"
         try:
             value = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a corrupt/truncated pickle can raise almost anything; name the file
@@ -152,9 +174,9 @@ def _open_partial(partial: Path, specs: dict[str, FeatureSpec]) -> FeatureStore:
             return store
         except MgsvError:
             pass  # an unusable leftover (other stride, damaged): ours to replace
-        if partial.is_dir() and not FeatureStore.exists(partial) and any(partial.iterdir()):
+        if not partial.is_dir() or (not FeatureStore.exists(partial) and any(partial.iterdir())):
             raise OutputExistsError(f"{partial}: exists and is not a partial feature store; remove it")
-        shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
+        shutil.rmtree(partial)
     return FeatureStore.create(partial, specs)
 
 
@@ -227,8 +249,15 @@ def import_official(
         if done is None:
             raise OutputExistsError(f"{out}: already exists; use --force to replace it")
         counts = {name: len(done.modality(name)) for name in specs}
-        return ImportResult(out, counts, {n: 0 for n in specs}, ignored, time.perf_counter() - started, True,
-                            {n: s.fingerprint() for n, s in specs.items()})
+        return ImportResult(
+            out,
+            counts,
+            {n: 0 for n in specs},
+            ignored,
+            time.perf_counter() - started,
+            True,
+            {n: s.fingerprint() for n, s in specs.items()},
+        )
 
     partial = _partial_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -241,8 +270,15 @@ def import_official(
         raise ProblemsError(src, problems, limit=SHOWN_PROBLEMS)
     counts = store.verify()
     _swap_into_place(partial, out)
-    return ImportResult(out, counts, converted, ignored, time.perf_counter() - started, False,
-                        {n: s.fingerprint() for n, s in specs.items()})
+    return ImportResult(
+        out,
+        counts,
+        converted,
+        ignored,
+        time.perf_counter() - started,
+        False,
+        {n: s.fingerprint() for n, s in specs.items()},
+    )
 
 
 def _check_layout(src: Path, folders: dict[str, Path], stride: float) -> None:
@@ -282,20 +318,23 @@ def _convert(
         def load(item_id: str) -> tuple[Any, Any] | str:
             return _load_item(feat_dir / f"{item_id}.pt", mask_dir / f"{item_id}.pt", spec)
 
-        # torch.load is file I/O plus unpickling; a few threads hide the I/O latency.
+        # torch.load is file I/O plus unpickling; a few threads hide the I/O latency. Chunks bound the memory held
+        # by loaded-but-not-yet-stored items (Executor.map would otherwise queue every result).
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for item_id, loaded in zip(todo, pool.map(load, todo, chunksize=1)):
-                if isinstance(loaded, str):
-                    problems.append(loaded)
-                else:
-                    try:
-                        writer.add(item_id, *loaded)
-                        converted += 1
-                    except InputError as exc:
-                        problems.append(f"{feat_dir / (item_id + '.pt')}: {exc.problem}")
-                done += 1
-                if progress:
-                    progress(name, done, len(ids))
+            for first in range(0, len(todo), _CHUNK):
+                chunk = todo[first : first + _CHUNK]
+                for item_id, loaded in zip(chunk, pool.map(load, chunk), strict=True):
+                    if isinstance(loaded, str):
+                        problems.append(loaded)
+                    else:
+                        try:
+                            writer.add(item_id, *loaded)
+                            converted += 1
+                        except InputError as exc:
+                            problems.append(f"{feat_dir / (item_id + '.pt')}: {exc.problem}")
+                    done += 1
+                    if progress:
+                        progress(name, done, len(ids))
     return converted
 
 
@@ -306,5 +345,9 @@ def _swap_into_place(partial: Path, out: Path) -> None:
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
     os.replace(partial, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    if old is None:
+        return
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink()

@@ -24,10 +24,11 @@ import mmap
 import os
 import re
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -126,7 +127,9 @@ class _Shard:
     @classmethod
     def from_dict(cls, data: Any, where: str) -> _Shard:
         try:
-            shard = cls(str(data["name"]), int(data["items"]), int(data["rows"]), {k: int(v) for k, v in data["bytes"].items()})
+            shard = cls(
+                str(data["name"]), int(data["items"]), int(data["rows"]), {k: int(v) for k, v in data["bytes"].items()}
+            )
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise InputError(where, f"malformed shard entry {data!r}") from exc
         if not re.fullmatch(r"shard-\d{6,}", shard.name):
@@ -160,7 +163,11 @@ class FeatureTable:
                 mask = np.load(shard.path(folder, "mask.npy"), mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise InputError(folder / shard.name, f"cannot read shard: {exc} (run verify)") from exc
-            if tokens.shape != (shard.rows, spec.dim) or mask.shape != (shard.rows,) or len(index["ids"]) != shard.items:
+            if (
+                tokens.shape != (shard.rows, spec.dim)
+                or mask.shape != (shard.rows,)
+                or len(index["ids"]) != shard.items
+            ):
                 raise InputError(folder / shard.name, "shard does not match the manifest (run verify)")
             self._tokens.append(tokens)
             self._masks.append(mask)
@@ -254,7 +261,7 @@ class FeatureTable:
         base = np.cumsum(sizes) - sizes
         tokens = np.empty((int(sizes.sum()), self.spec.dim), dtype=np.float16)
         masks = np.empty(int(sizes.sum()), dtype=bool)
-        for start, t, m in zip(base, self._tokens, self._masks):
+        for start, t, m in zip(base, self._tokens, self._masks, strict=True):
             tokens[start : start + len(t)] = t
             masks[start : start + len(m)] = m
         self._offset = self._offset + base[self._shard_of]
@@ -392,11 +399,15 @@ def _pack_item(spec: FeatureSpec, where: str, tokens: Any, mask: Any) -> tuple[n
     tokens = _as_numpy(tokens)
     mask = _as_numpy(mask)
     if tokens.ndim != 2 or tokens.shape[1] != spec.dim or not 1 <= tokens.shape[0] <= spec.max_tokens:
-        raise InputError(where, f"tokens have shape {list(tokens.shape)}, expected [L, {spec.dim}] with 1 <= L <= {spec.max_tokens}")
+        raise InputError(
+            where, f"tokens have shape {list(tokens.shape)}, expected [L, {spec.dim}] with 1 <= L <= {spec.max_tokens}"
+        )
     if not np.issubdtype(tokens.dtype, np.floating):
         raise InputError(where, f"tokens have dtype {tokens.dtype}, expected floating point")
     if mask.shape != (tokens.shape[0],):
-        raise InputError(where, f"mask has shape {list(mask.shape)}, expected [{tokens.shape[0]}] (one value per token)")
+        raise InputError(
+            where, f"mask has shape {list(mask.shape)}, expected [{tokens.shape[0]}] (one value per token)"
+        )
     if mask.dtype != np.bool_:
         if not (np.issubdtype(mask.dtype, np.number)) or not np.isin(mask, (0, 1)).all():
             raise InputError(where, "mask values must be 0 or 1")
@@ -480,7 +491,9 @@ class FeatureStore:
             raise InputError(where, f"invalid format_version {version!r}")
         if version > FORMAT_VERSION:
             raise InputError(
-                where, f"written by a newer mgsv (format_version {version}, this version reads <= {FORMAT_VERSION}); upgrade mgsv"
+                where,
+                f"written by a newer mgsv (format_version {version}, this version reads <= {FORMAT_VERSION}); "
+                "upgrade mgsv",
             )
         modalities = data.get("modalities")
         if not isinstance(modalities, dict) or not modalities:
@@ -525,7 +538,9 @@ class FeatureStore:
 
     def _check_modality(self, modality: str) -> None:
         if modality not in self._manifest:
-            raise InputError(self.root, f"no modality {modality!r} in this store (it has: {', '.join(self.modalities)})")
+            raise InputError(
+                self.root, f"no modality {modality!r} in this store (it has: {', '.join(self.modalities)})"
+            )
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.root)!r}, modalities={self.modalities})"
@@ -544,14 +559,12 @@ class FeatureStore:
         self._check_modality(modality)
         return StoreWriter(self, modality, flush_every)
 
-    def append(
-        self, modality: str, ids: Sequence[str], tokens_list: Sequence[Any], masks_list: Sequence[Any]
-    ) -> int:
+    def append(self, modality: str, ids: Sequence[str], tokens_list: Sequence[Any], masks_list: Sequence[Any]) -> int:
         """Add items in one writer session; returns how many were added."""
         if not (len(ids) == len(tokens_list) == len(masks_list)):
             raise ValueError("ids, tokens_list and masks_list must have the same length")
         with self.writer(modality, flush_every=max(1, len(ids))) as w:
-            for item_id, tokens, mask in zip(ids, tokens_list, masks_list):
+            for item_id, tokens, mask in zip(ids, tokens_list, masks_list, strict=True):
                 w.add(item_id, tokens, mask)
         return len(ids)
 
@@ -571,7 +584,9 @@ class FeatureStore:
             sizes = {kind: path.stat().st_size for kind, path in tmp.items()}
             with self._manifest_lock():
                 manifest = self._read_manifest()
-                shard = _Shard(self._next_shard_name(folder, manifest[modality]["shards"]), len(index["ids"]), len(tokens), sizes)
+                shard = _Shard(
+                    self._next_shard_name(folder, manifest[modality]["shards"]), len(index["ids"]), len(tokens), sizes
+                )
                 for kind, path in tmp.items():
                     os.replace(path, shard.path(folder, kind))
                 _fsync_dir(folder)
@@ -605,7 +620,7 @@ class FeatureStore:
                 tokens = np.lib.format.open_memmap(tmp["tokens.npy"], "w+", np.float16, (rows, table.spec.dim))
                 mask = np.lib.format.open_memmap(tmp["mask.npy"], "w+", np.bool_, (rows,))
                 base = np.cumsum([s.rows for s in shards]) - np.array([s.rows for s in shards])
-                for start, t, m in zip(base, table._tokens, table._masks):
+                for start, t, m in zip(base, table._tokens, table._masks, strict=True):
                     tokens[start : start + len(t)] = t
                     mask[start : start + len(m)] = m
                 tokens.flush()
@@ -702,7 +717,10 @@ class FeatureStore:
                     problems.append(f"{label}: unreadable: {exc}")
                     continue
                 if tokens.dtype != np.float16 or tokens.shape != (shard.rows, spec.dim):
-                    problems.append(f"{label}.tokens.npy: {tokens.dtype} {list(tokens.shape)}, expected float16 [{shard.rows}, {spec.dim}]")
+                    problems.append(
+                        f"{label}.tokens.npy: {tokens.dtype} {list(tokens.shape)}, "
+                        f"expected float16 [{shard.rows}, {spec.dim}]"
+                    )
                 if mask.dtype != np.bool_ or mask.shape != (shard.rows,):
                     problems.append(f"{label}.mask.npy: {mask.dtype} {list(mask.shape)}, expected bool [{shard.rows}]")
                 lengths = np.asarray(index["lengths"], dtype=np.int64)
