@@ -3,5 +3,6 @@
 # One line per command module; keep alphabetical.
 from mgsv.cli import data  # noqa: F401
 from mgsv.cli import data_split  # noqa: F401
+from mgsv.cli import models  # noqa: F401
 from mgsv.cli import render  # noqa: F401
 from mgsv.cli import score  # noqa: F401

@@ -163,6 +163,11 @@ class VideoEncoding:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def select(self, index: Tensor | list[int]) -> VideoEncoding:
+        """The encodings of some videos, in the given order."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.tokens.device)
+        return VideoEncoding(*(getattr(self, f.name).index_select(0, index) for f in fields(self)))
+
 
 @dataclass
 class MusicEncoding:

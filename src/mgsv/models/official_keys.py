@@ -13,7 +13,10 @@ Frozen encoder keys (`vit_model.*`, `ast_model.*`) and a DDP `module.` prefix ar
 
 from __future__ import annotations
 
+import pickle
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -21,7 +24,7 @@ from torch import Tensor
 
 from mgsv.errors import InputError
 from mgsv.models.layers import sinusoidal_table
-from mgsv.models.made import MaDeConfig
+from mgsv.models.made import MaDe, MaDeConfig
 
 FROZEN_ENCODER_PREFIXES = ("vit_model.", "ast_model.")
 
@@ -270,3 +273,72 @@ def infer_config(state: Mapping[str, Tensor], where: str = "official state dict"
         return MaDeConfig(**values)
     except (TypeError, ValueError) as exc:
         raise InputError(where, f"cannot build a MaDe config from these weights: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading official checkpoint files
+
+_STATE_KEYS = ("model_state_dict", "state_dict", "model")
+
+
+def _is_state_dict(value: object) -> bool:
+    return isinstance(value, Mapping) and bool(value) and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items())
+
+
+def read_official_state_dict(path: str | Path, allow_pickle: bool = False) -> tuple[dict[str, Tensor], dict]:
+    """The model state dict in an official `.pth` / `.bin` file, and what else it says (epoch, ...).
+
+    The file may hold the state dict itself or a dict with it under "model_state_dict" (the official
+    `save_model`), "state_dict" or "model". Loading uses `torch.load(weights_only=True)`, which unpickles tensors
+    and plain containers only; `allow_pickle` runs the full unpickler, for trusted files that need it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file" if not path.exists() else "not a file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found is None:
+            raise InputError(path, "not a readable PyTorch checkpoint (truncated or another format?)") from exc
+        raise InputError(path, f"it holds Python objects besides tensors ({found.group(1)}); if you trust the file, "
+                               "--allow-pickle loads it with the full unpickler") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
+        raise InputError(path, f"not a readable PyTorch checkpoint (truncated or another format?): {exc}") from exc
+    extras: dict = {}
+    if _is_state_dict(payload):
+        return dict(payload), extras
+    if isinstance(payload, Mapping):
+        for key in _STATE_KEYS:
+            if _is_state_dict(payload.get(key)):
+                for name in ("epoch", "loss"):
+                    value = payload.get(name)
+                    if isinstance(value, Tensor) and value.numel() == 1:
+                        value = value.item()
+                    if isinstance(value, (int, float, str)):
+                        extras[name] = value
+                return dict(payload[key]), extras
+    found = ", ".join(map(repr, list(payload)[:10])) if isinstance(payload, Mapping) else type(payload).__name__
+    raise InputError(path, f"no model state dict found (looked for a tensor dict or the keys "
+                           f"{', '.join(_STATE_KEYS)}; found {found})")
+
+
+def model_from_official(state: Mapping[str, Tensor], where: str = "official state dict",
+                        **overrides) -> tuple[MaDe, int]:
+    """Build a MaDe from an official state dict: strip wrappers, infer the config, map and load the weights.
+
+    Returns the model (eval mode) and the number of frozen encoder tensors that were dropped.
+    """
+    state, dropped = strip_wrappers(state)
+    config = infer_config(state, where, **overrides)
+    model = MaDe(config)
+    ours = official_to_ours(state, config, where)
+    expected = model.state_dict()
+    wrong = [k for k in expected if expected[k].shape != ours[k].shape]
+    if wrong:
+        raise InputError(where, "shape mismatch after mapping: " + ", ".join(
+            f"{k} {list(ours[k].shape)} vs {list(expected[k].shape)}" for k in wrong[:10]))
+    model.load_state_dict({k: v.float() for k, v in ours.items()}, strict=True)
+    model.preset_name = "made"  # the official model family; the config records any variant
+    return model.eval(), dropped

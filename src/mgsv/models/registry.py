@@ -137,6 +137,36 @@ def config_from_dict(config_class: type, data: Mapping[str, Any], where: str = "
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def parse_overrides(config_class: type, items: list[str]) -> dict[str, Any]:
+    """`["key=value", ...]` from a command line -> typed config overrides (bool, int, float or str per field)."""
+    types = {f.name: f.type for f in dataclasses.fields(config_class)}
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE")
+        if key not in types:
+            raise ConfigError(f"override {item!r}: unknown {config_class.__name__} key {key!r}; known keys: "
+                              f"{', '.join(types)}")
+        kind = str(types[key])
+        try:
+            if kind == "bool":
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(f"expected true or false, got {text!r}")
+                value: Any = text.lower() in ("true", "1", "yes")
+            elif kind == "int":
+                value = int(text)
+            elif kind == "float":
+                value = float(text)
+            else:
+                value = text
+        except ValueError as exc:
+            raise ConfigError(f"override {item!r}: {exc}") from exc
+        overrides[key] = value
+    return overrides
+
+
 def param_groups(model: nn.Module, training: TrainingRecipe) -> list[dict[str, Any]]:
     """`[{"name", "params", "lr"}, ...]` for torch optimisers, one per group the model reports, in GROUPS order."""
     groups = model.parameter_groups()
