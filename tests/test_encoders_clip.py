@@ -142,6 +142,13 @@ def test_bf16_embeddings_close_to_fp32(tiny_clip_dir: Path, encoder: ClipFrameEn
     assert b.dtype == np.float32 and cos.min() > 0.99
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own imports of torch.jit
+def test_compiled_model_gives_the_same_embeddings(tiny_clip_dir: Path, encoder: ClipFrameEncoder) -> None:
+    compiled = ClipFrameEncoder.from_pretrained(tiny_clip_dir, dtype="float32", batch_size=4, compile=True)
+    frames = random_frames(6, 120, 160, seed=6)  # a full batch of 4, then 2 frames padded to 4
+    np.testing.assert_allclose(compiled.encode(frames), encoder.encode(frames), atol=1e-4, rtol=1e-4)
+
+
 def test_model_is_frozen(encoder: ClipFrameEncoder) -> None:
     assert not encoder.model.training
     assert not any(p.requires_grad for p in encoder.model.parameters())

@@ -173,12 +173,22 @@ class AstMusicEncoder:
     """A frozen AST: a 16 kHz mono waveform -> `MusicTokens` (one token per window over the 240 s horizon)."""
 
     def __init__(
-        self, model: torch.nn.Module, encoder_id: str, device: torch.device, batch_size: int, stride_s: float
+        self,
+        model: torch.nn.Module,
+        encoder_id: str,
+        device: torch.device,
+        batch_size: int,
+        stride_s: float,
+        compile: bool = False,
     ) -> None:
+        from mgsv.encoders.loading import compile_for_inference
+
         if batch_size < 1:
             raise InputError("batch_size", f"must be at least 1, got {batch_size}")
         self.spec_template = _music_spec_or_error(stride_s)
         self.model = model
+        self.compiled = bool(compile)
+        self._forward = compile_for_inference(model) if compile else model
         self.encoder_id = encoder_id
         self.device = device
         self.dtype = next(model.parameters()).dtype
@@ -202,8 +212,13 @@ class AstMusicEncoder:
         batch_size: int = 4,
         stride_s: float = 2.5,
         encoder_id: str | None = None,
+        compile: bool = False,
     ) -> AstMusicEncoder:
-        """Load from a hub id or a save_pretrained folder (ASTModel or ASTForAudioClassification); see loading.py."""
+        """Load from a hub id or a save_pretrained folder (ASTModel or ASTForAudioClassification); see loading.py.
+
+        `compile=True` runs the model through `torch.compile` (faster bulk extraction after a one-off compile of
+        tens of seconds; batches are padded to `batch_size`).
+        """
         from transformers import ASTModel
 
         from mgsv.encoders.loading import load_frozen, resolve_device, resolve_dtype, resolve_source
@@ -213,7 +228,7 @@ class AstMusicEncoder:
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         model = load_frozen(ASTModel, source, _AST_MODEL_TYPES, torch_device, torch_dtype, KNOWN_AST_CONFIGS)
-        return cls(model, source.encoder_id, torch_device, batch_size, stride_s)
+        return cls(model, source.encoder_id, torch_device, batch_size, stride_s, compile=compile)
 
     @property
     def spec(self) -> FeatureSpec:
@@ -225,6 +240,8 @@ class AstMusicEncoder:
     ) -> MusicTokens:
         """Encode a 16 kHz mono float waveform; `offset_s` starts the 240 s horizon later (for longer tracks)."""
         import torch
+
+        from mgsv.encoders.loading import pad_batch
 
         wave = check_waveform(waveform, source, sample_rate)
         wave = _from_offset(wave, offset_s, source)
@@ -241,7 +258,10 @@ class AstMusicEncoder:
             for first in range(0, len(valid), self.batch_size):
                 rows = valid[first : first + self.batch_size]
                 inputs = window_inputs(padded, layout.starts[rows], layout.ends[rows])
-                hidden = self.model(input_values=inputs.to(device=self.device, dtype=self.dtype)).last_hidden_state
+                inputs = inputs.to(device=self.device, dtype=self.dtype)
+                if self.compiled:
+                    inputs = pad_batch(inputs, self.batch_size)
+                hidden = self._forward(input_values=inputs).last_hidden_state[: len(rows)]
                 # Mean of the CLS and distillation tokens, taken in float32.
                 token = (hidden[:, 0].float() + hidden[:, 1].float()) / 2
                 tokens[rows] = token.cpu().numpy()

@@ -94,12 +94,18 @@ def check_frames(frames: object, source: str) -> np.ndarray:
 class ClipFrameEncoder:
     """A frozen CLIP vision tower with its projection: uint8 frames -> float32 [N, projection_dim] embeddings."""
 
-    def __init__(self, model: torch.nn.Module, encoder_id: str, device: torch.device, batch_size: int) -> None:
+    def __init__(
+        self, model: torch.nn.Module, encoder_id: str, device: torch.device, batch_size: int, compile: bool = False
+    ) -> None:
         import torch
+
+        from mgsv.encoders.loading import compile_for_inference
 
         if batch_size < 1:
             raise InputError("batch_size", f"must be at least 1, got {batch_size}")
         self.model = model
+        self.compiled = bool(compile)
+        self._forward = compile_for_inference(model) if compile else model
         self.encoder_id = encoder_id
         self.device = device
         self.dtype: torch.dtype = next(model.parameters()).dtype
@@ -115,8 +121,13 @@ class ClipFrameEncoder:
         dtype: torch.dtype | str = "auto",
         batch_size: int = 32,
         encoder_id: str | None = None,
+        compile: bool = False,
     ) -> ClipFrameEncoder:
-        """Load from a hub id or a save_pretrained folder (full CLIP or vision-only); see `mgsv.encoders.loading`."""
+        """Load from a hub id or a save_pretrained folder (full CLIP or vision-only); see `mgsv.encoders.loading`.
+
+        `compile=True` runs the model through `torch.compile` (faster bulk extraction after a one-off compile of
+        tens of seconds; batches are padded to `batch_size`).
+        """
         from transformers import CLIPVisionModelWithProjection
 
         from mgsv.encoders.loading import load_frozen, resolve_device, resolve_dtype, resolve_source
@@ -127,7 +138,7 @@ class ClipFrameEncoder:
         model = load_frozen(
             CLIPVisionModelWithProjection, source, _CLIP_MODEL_TYPES, torch_device, torch_dtype, KNOWN_CLIP_CONFIGS
         )
-        return cls(model, source.encoder_id, torch_device, batch_size)
+        return cls(model, source.encoder_id, torch_device, batch_size, compile=compile)
 
     @property
     def spec(self) -> FeatureSpec:
@@ -142,6 +153,8 @@ class ClipFrameEncoder:
         """Embed uint8 RGB frames [N, H, W, 3] -> float32 [N, dim] (CLIP `encode_image`, not L2-normalised)."""
         import torch
 
+        from mgsv.encoders.loading import pad_batch
+
         frames = check_frames(frames, source)
         out = np.empty((len(frames), self.dim), dtype=np.float32)
         with torch.inference_mode():
@@ -149,6 +162,8 @@ class ClipFrameEncoder:
                 batch = frames[start : start + self.batch_size]
                 pixels = torch.from_numpy(preprocess_frames(batch, self.image_size))
                 pixels = pixels.to(device=self.device, dtype=self.dtype)
-                embeds = self.model(pixel_values=pixels).image_embeds
+                if self.compiled:
+                    pixels = pad_batch(pixels, self.batch_size)
+                embeds = self._forward(pixel_values=pixels).image_embeds[: len(batch)]
                 out[start : start + len(batch)] = embeds.float().cpu().numpy()
         return out

@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import torch
 
@@ -222,3 +222,27 @@ def check_known_config(source: ModelSource, config: Any, known_configs: Mapping[
             "pass another encoder_id (or none) for a different model",
         )
 
+
+
+def compile_for_inference(model: torch.nn.Module) -> Callable[..., Any]:
+    """`torch.compile` a frozen model with inductor's weight freezing (prepacked bf16 weights on CPU).
+
+    Freezing is switched on only around our own calls, so it never leaks into other compiled code of the process
+    (freezing treats parameters as constants). Shapes are static: callers pad batches to one size.
+    """
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(model, dynamic=False)
+
+    def forward(**inputs: Any) -> Any:
+        with inductor_config.patch(freezing=True):
+            return compiled(**inputs)
+
+    return forward
+
+
+def pad_batch(batch: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad a batch along dim 0 to `size` rows (compiled models see one shape; the extra rows are dropped)."""
+    if len(batch) >= size:
+        return batch
+    return torch.cat([batch, batch.new_zeros((size - len(batch), *batch.shape[1:]))])
