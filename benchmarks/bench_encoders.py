@@ -19,8 +19,8 @@ import copy
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -123,8 +123,10 @@ def bench_ast(args: argparse.Namespace) -> None:
             for b in args.ast_batches
         }
     windows = int(encoders[next(iter(encoders))].encode(wave).mask.sum())
-    print(f"AST AudioSet (random weights), {name}: {len(wave) / 16000:.1f} s, {windows} windows, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"AST AudioSet (random weights), {name}: {len(wave) / 16000:.1f} s, {windows} windows, "
+        f"{torch.get_num_threads()} threads"
+    )
     runs = {n: (lambda e=e: e.encode(wave)) for n, e in encoders.items()}
     report(timed(runs, args.repeats), {n: windows for n in runs}, "window")
 

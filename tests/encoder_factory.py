@@ -28,27 +28,27 @@ def make_tiny_clip(folder: Path | str, *, vision_only: bool = False, image_size:
     """Save a tiny CLIP (full CLIPModel, or only `CLIPVisionModelWithProjection`) to `folder`; return the folder."""
     from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=32,
-        projection_dim=TINY_CLIP_DIM,
-    )
-    text = dict(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        vocab_size=64,
-        max_position_embeddings=16,
-        projection_dim=TINY_CLIP_DIM,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": image_size,
+        "patch_size": 32,
+        "projection_dim": TINY_CLIP_DIM,
+    }
+    text = {
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "vocab_size": 64,
+        "max_position_embeddings": 16,
+        "projection_dim": TINY_CLIP_DIM,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
+    }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=TINY_CLIP_DIM))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from encoder_factory import TINY_AST_DIM, make_tiny_ast, make_tiny_clip
+
 from mgsv.encoders import DEFAULT_AST, AstMusicEncoder, MusicTokens
 from mgsv.encoders.ast import (
     NORM_MEAN,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from encoder_factory import TINY_CLIP_DIM, make_tiny_ast, make_tiny_clip
+
 from mgsv.encoders import DEFAULT_CLIP, ClipFrameEncoder
 from mgsv.encoders.clip import crop_box, preprocess_frames, resized_size
 from mgsv.encoders.loading import cpu_supports_bf16, looks_like_path, resolve_dtype, resolve_source
@@ -41,8 +41,8 @@ def reference_clip_transform(frame: np.ndarray) -> np.ndarray:
     new_short, new_long = 224, int(224 * long / short)  # torchvision's _compute_resized_output_size
     size = (new_short, new_long) if w <= h else (new_long, new_short)
     image = image.resize(size, Image.BICUBIC)
-    top = int(round((image.size[1] - 224) / 2.0))  # torchvision's F.center_crop
-    left = int(round((image.size[0] - 224) / 2.0))
+    top = round((image.size[1] - 224) / 2.0)  # torchvision's F.center_crop
+    left = round((image.size[0] - 224) / 2.0)
     image = image.crop((left, top, left + 224, top + 224))
     tensor = np.array(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
     return (tensor - np.array(CLIP_MEAN, np.float32)[:, None, None]) / np.array(CLIP_STD, np.float32)[:, None, None]

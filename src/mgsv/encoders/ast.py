@@ -283,4 +283,4 @@ def _from_offset(wave: np.ndarray, offset_s: float, source: str) -> np.ndarray:
     duration_s = len(wave) / SAMPLE_RATE
     if not (math.isfinite(offset_s) and 0.0 <= offset_s < duration_s):
         raise InputError(source, f"offset_s must be in [0, {duration_s:g}) s (the track length), got {offset_s}")
-    return wave[int(round(offset_s * SAMPLE_RATE)) :]
+    return wave[round(offset_s * SAMPLE_RATE) :]

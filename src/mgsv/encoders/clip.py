@@ -46,8 +46,8 @@ MAX_FRAME_SIDE = 16384
 
 def crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
     """The (left, top, right, bottom) centre crop of torchvision's `CenterCrop(size)` (offsets rounded half-even)."""
-    left = int(round((width - size) / 2.0))
-    top = int(round((height - size) / 2.0))
+    left = round((width - size) / 2.0)
+    top = round((height - size) / 2.0)
     return left, top, left + size, top + size
 
 
@@ -97,7 +97,6 @@ class ClipFrameEncoder:
     def __init__(
         self, model: torch.nn.Module, encoder_id: str, device: torch.device, batch_size: int, compile: bool = False
     ) -> None:
-        import torch
 
         from mgsv.encoders.loading import compile_for_inference
 

@@ -20,9 +20,10 @@ import contextlib
 import hashlib
 import os
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -221,7 +222,6 @@ def check_known_config(source: ModelSource, config: Any, known_configs: Mapping[
             f"claims to be {source.encoder_id} but its architecture differs: {', '.join(wrong)}; "
             "pass another encoder_id (or none) for a different model",
         )
-
 
 
 def compile_for_inference(model: torch.nn.Module) -> Callable[..., Any]:
