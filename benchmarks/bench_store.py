@@ -132,9 +132,12 @@ def main() -> None:
         "--workdir", type=Path, default=None, help="where the temporary data goes (default: system temp)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both loaders")
     args = parser.parse_args()
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # One intra-op thread by default, as in DataLoader workers: on busy shared cores, many small multi-threaded ops
+    # (the official per-item masked_fill) stall on OpenMP barriers and would inflate the baseline.
+    torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.workdir))
     try:
         print(f"building {args.videos} videos + {args.tracks} tracks in {root} ...", flush=True)

@@ -24,6 +24,7 @@ import mmap
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
 DEFAULT_FLUSH_EVERY = 1024
+_TORCH_GRAIN = 32768  # torch runs an element-wise op on several threads only above this many elements
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 _SHARD_RE = re.compile(r"^shard-(\d{6,})\.(tokens\.npy|mask\.npy|index\.json)$")
 _SHARD_FILES = ("tokens.npy", "mask.npy", "index.json")
@@ -183,6 +185,7 @@ class FeatureTable:
         self._offset = np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
         self._length = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
         self.in_memory = False
+        self._tensors: list[Any] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -218,27 +221,41 @@ class FeatureTable:
             worst = ids[int(np.argmax(lengths))]
             raise InputError(self.where, f"id {worst!r} has {longest} tokens, more than pad_to={width}")
         count, dim = len(items), self.spec.dim
-        # Stage the float16 rows padded with numpy (plain memcpy per item, into calloc'd zero pages so padding is
-        # never written), then convert the whole block in one torch copy. Measured on 2 busy cores for a music batch
-        # [512, 96, 768]: ~30 ms; a torch copy per item took 18 ms when idle but seconds under load (one OpenMP
-        # region per item), and a flat-index np.take + scatter ~60-140 ms (every row converted and written twice).
-        staged = np.zeros((count, width, dim), dtype=np.float16)
+        # Output memory comes from numpy: zeroed by calloc (padding is never written) and backed by huge pages,
+        # which made a fresh [512, 96, 768] float32 block ~4x cheaper to fault in than torch.empty here.
+        feats = _numpy_backed_zeros((count, width, dim), dtype)
         mask = np.zeros((count, width), dtype=bool)
+        sources = self._token_tensors()
         starts, shards = self._offset[items], self._shard_of[items]
         # Visiting items in file order lets the kernel's read-ahead serve a cold memory map.
         order = np.lexsort((starts, shards)).tolist()
         starts, shards, lengths = starts.tolist(), shards.tolist(), lengths.tolist()
         if not self.in_memory:
             self._prefetch([(shards[r], starts[r], lengths[r]) for r in order])
+        # Each item is copied (and converted from float16) in slices below torch's parallel grain size, so no copy
+        # opens an OpenMP region: per-item parallel copies stalled for seconds on busy shared cores. Measured for a
+        # music batch: ~20 ms at 1 or 2 threads; a float16 staging pass + one converting copy ~27 ms; a flat-index
+        # np.take + scatter 60-140 ms (every row converted and written twice).
+        step = max(1, _TORCH_GRAIN // dim)
         for row in order:
             start, n, shard = starts[row], lengths[row], shards[row]
-            staged[row, :n] = self._tokens[shard][start : start + n]
+            source = sources[shard]
+            for first in range(0, n, step):
+                last = min(n, first + step)
+                feats[row, first:last].copy_(source[start + first : start + last])
             mask[row, :n] = self._masks[shard][start : start + n]
-        if dtype == torch.float16:
-            return torch.from_numpy(staged), torch.from_numpy(mask)
-        feats = torch.empty((count, width, dim), dtype=dtype)
-        feats.copy_(torch.from_numpy(staged))
         return feats, torch.from_numpy(mask)
+
+    def _token_tensors(self) -> list[Any]:
+        """Torch views of the float16 token arrays (read-only memory maps or the in-RAM copy), made once."""
+        if self._tensors is None:
+            import torch
+
+            with warnings.catch_warnings():
+                # torch warns that a read-only memory map is not writable; nothing writes through these views.
+                warnings.simplefilter("ignore", UserWarning)
+                self._tensors = [torch.from_numpy(t) for t in self._tokens]
+        return self._tensors
 
     def _prefetch(self, ranges: list[tuple[int, int, int]]) -> None:
         """Ask the kernel to read every item's rows now, in parallel, instead of one page fault at a time."""
@@ -267,6 +284,7 @@ class FeatureTable:
         self._offset = self._offset + base[self._shard_of]
         self._shard_of = np.zeros_like(self._shard_of)
         self._tokens, self._masks = [tokens], [masks]
+        self._tensors = None
         self.in_memory = True
         return self
 
@@ -278,6 +296,17 @@ class FeatureTable:
             return np.fromiter((row[i] for i in ids), dtype=np.int64, count=len(ids))
         except KeyError:
             raise UnknownIdsError(self.where, [i for i in ids if i not in row]) from None
+
+
+def _numpy_backed_zeros(shape: tuple[int, int, int], dtype: Any) -> Any:
+    """A zero torch tensor whose memory numpy allocated (calloc + huge-page advice; works for any torch dtype)."""
+    import torch
+
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    size = int(np.prod(shape))
+    if size == 0:
+        return torch.zeros(shape, dtype=dtype)
+    return torch.from_numpy(np.zeros(size * itemsize, dtype=np.uint8)).view(dtype).view(shape)
 
 
 def _read_index(path: Path) -> dict[str, list]:
