@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from encoder_factory import TINY_AST_DIM, make_tiny_ast, make_tiny_clip
+from encoder_factory import TINY_AST_DIM, install_in_hf_cache, make_real_size_ast, make_tiny_ast, make_tiny_clip
 
 from mgsv.encoders import DEFAULT_AST, AstMusicEncoder, MusicTokens
 from mgsv.encoders.ast import (
@@ -244,6 +244,19 @@ def test_spec_of_the_official_model_is_the_default_music_spec() -> None:
     assert encoder.spec == MUSIC_SPEC
     other = AstMusicEncoder(model, DEFAULT_AST, torch.device("cpu"), batch_size=4, stride_s=5.0)
     assert other.spec == music_spec(5.0) and other.spec != MUSIC_SPEC
+
+
+def test_default_model_from_the_cache_gives_the_default_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    # A random model with the official architecture stands in for the real checkpoint in a temporary hub cache.
+    install_in_hf_cache(tmp_path, DEFAULT_AST, make_real_size_ast)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    encoder = AstMusicEncoder.from_pretrained()
+    assert encoder.encoder_id == DEFAULT_AST and encoder.spec == MUSIC_SPEC
+    tokens, mask = encoder.encode(tone_and_noise(2.0))  # one window at real size
+    assert tokens.shape == (96, 768) and mask.sum() == 1 and np.isfinite(tokens).all()
+    assert np.abs(tokens[0]).sum() > 0 and np.all(tokens[1:] == 0)
 
 
 def test_spec_of_a_local_folder_names_its_weights(encoder: AstMusicEncoder, tiny_ast_dir: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from encoder_factory import TINY_CLIP_DIM, make_tiny_ast, make_tiny_clip
+from encoder_factory import TINY_CLIP_DIM, install_in_hf_cache, make_real_size_clip, make_tiny_ast, make_tiny_clip
 
 from mgsv.encoders import DEFAULT_CLIP, ClipFrameEncoder
 from mgsv.encoders.clip import crop_box, preprocess_frames, resized_size
@@ -179,18 +179,25 @@ def test_spec_of_other_models_differs(encoder: ClipFrameEncoder, tmp_path: Path)
 def test_hub_id_loads_offline_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub.constants
 
-    revision = "0" * 40
-    make_tiny_clip(tmp_path / "models--tiny-org--tiny-clip" / "snapshots" / revision)
-    (tmp_path / "models--tiny-org--tiny-clip" / "refs").mkdir()
-    (tmp_path / "models--tiny-org--tiny-clip" / "refs" / "main").write_text(revision)
+    snapshot = install_in_hf_cache(tmp_path, "tiny-org/tiny-clip", make_tiny_clip)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     by_id = ClipFrameEncoder.from_pretrained("tiny-org/tiny-clip", dtype="float32")
     assert by_id.encoder_id == "tiny-org/tiny-clip"
     # The snapshot folder itself maps back to the hub id.
-    by_folder = ClipFrameEncoder.from_pretrained(
-        tmp_path / "models--tiny-org--tiny-clip" / "snapshots" / revision, dtype="float32"
-    )
-    assert by_folder.spec == by_id.spec
+    assert ClipFrameEncoder.from_pretrained(snapshot, dtype="float32").spec == by_id.spec
+
+
+def test_default_model_from_the_cache_gives_the_default_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    # A random model with the official architecture stands in for the real checkpoint in a temporary hub cache.
+    install_in_hf_cache(tmp_path, DEFAULT_CLIP, make_real_size_clip)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    encoder = ClipFrameEncoder.from_pretrained()
+    assert encoder.encoder_id == DEFAULT_CLIP and encoder.spec == VIDEO_SPEC
+    assert encoder.dtype == resolve_dtype("auto", torch.device("cpu"))
+    features = encoder.encode(random_frames(2, 360, 640))
+    assert features.shape == (2, 512) and features.dtype == np.float32 and np.isfinite(features).all()
 
 
 def test_uncached_hub_id_explains_what_to_do() -> None:
