@@ -130,9 +130,9 @@ def kaldi_fbank(waveform: torch.Tensor, num_mel_bins: int = NUM_MEL_BINS) -> tor
     frames = frames - frames.mean(dim=1, keepdim=True)
     # Per-frame pre-emphasis; the first sample uses itself as predecessor (Kaldi's convention).
     previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
-    frames = (frames - PREEMPHASIS * previous) * torch.from_numpy(_hann_window())
+    frames = (frames - PREEMPHASIS * previous) * torch.from_numpy(_hann_window()).to(wave.device)
     power = torch.fft.rfft(frames, n=FFT_SIZE).abs().pow(2)
-    energies = power @ torch.from_numpy(mel_banks(num_mel_bins)).T
+    energies = power @ torch.from_numpy(mel_banks(num_mel_bins)).to(wave.device).T
     return energies.clamp_min(torch.finfo(torch.float32).eps).log()
 
 
