@@ -259,14 +259,27 @@ class MultiHeadAttention(nn.Module):
         out = self._attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), key_mask)
         return self.out_proj(out)
 
+    def _project(self, query: Tensor, key: Tensor, value: Tensor) -> list[Tensor]:
+        """q, k, v projections of packed rows; inputs that are the same tensor share one product ([N, 2d] or 3d)."""
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        if query is key is value:
+            groups = [(query, projs)]
+        elif query is key:
+            groups = [(query, projs[:2]), (value, projs[2:])]
+        else:
+            groups = [(query, projs[:1]), (key, projs[1:2]), (value, projs[2:])]
+        return [F.linear(x, torch.cat([p.weight for p in group]), torch.cat([p.bias for p in group]))
+                for x, group in groups]
+
     def attend_packed(self, query: Tensor, key: Tensor, value: Tensor, layout: TokenLayout) -> Tensor:
         """Self-attention over packed rows [N, d] (query, key and value rows share `layout`) -> [N, d]."""
-        q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)
+        projected = self._project(query, key, value)
         outputs = []
         for bucket in layout.buckets:
-            block = [layout.unpack_bucket(bucket, x[bucket.rows]) for x in (q, k, v)]
+            blocks = [layout.unpack_bucket(bucket, part[bucket.rows]) for part in projected]
+            q, k, v = (x for block in blocks for x in block.split(self.dim, dim=-1))  # [items, length, d] each
             mask = None if bool(bucket.mask.all()) else bucket.mask
-            out = self._attend(*block, mask)  # [items, length, d]
+            out = self._attend(q, k, v, mask)
             outputs.append(out.reshape(-1, self.dim).index_select(0, bucket.index))
         return self.out_proj(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
 

@@ -50,7 +50,26 @@ FUSION_CHOICES = ("concat", "cross_attention")
 FUSION_INPUT_CHOICES = ("enhanced", "projected")
 QUERY_CHOICES = ("video", "music", "xpool", "zero")
 
-# Elements of one [tracks, videos, 2d] block in the folded X-Pool; bounds relevance()'s memory per chunk.
+# Named ablations of the paper's Table 6 / Table 7, as config overrides of preset `made` (docs/models.md explains
+# each; the paper's own row numbering could not be checked here, so the names describe the switch instead).
+ABLATIONS: dict[str, dict] = {
+    "no-enhancement": {"enhance": False},
+    "matching-h0-only": {"matching": "h0"},
+    "matching-xpool-only": {"matching": "xpool"},
+    "fusion-input-projected": {"fusion_input": "projected"},
+    "fusion-cross-attention": {"fusion": "cross_attention"},
+    "no-fusion-encoder": {"encoder_layers": 0},
+    "query-music": {"query": "music"},
+    "query-xpool": {"query": "xpool"},
+    "query-zero": {"query": "zero"},
+    "no-decoder-self-attention": {"decoder_self_attention": False},
+    "trainable-query-position": {"train_query_pos": True},
+    "no-contrastive-align": {"contrastive_align": False},
+    "paper-dropout": {"enhance_dropout": 0.1, "xpool_dropout": 0.1},
+    **{f"decoder-layers-{n}": {"decoder_layers": n} for n in range(1, 7)},
+}
+
+# Elements of one [tracks, videos, 4 L] block of X-Pool's Gram sums; bounds relevance()'s memory per chunk.
 _RELEVANCE_CHUNK_ELEMENTS = 1 << 25
 
 
@@ -249,9 +268,19 @@ class MaDeOutput:
     detection: Detection
     contrastive_logits: Tensor | None  # [layers, B, Q]
     fusion_memory: Tensor  # DETR encoder output [B, L, d] in the compact layout (valid tokens first)
-    fusion_pos: Tensor  # DETR position embedding [B, L, d], same layout
-    fusion_mask: Tensor  # [B, L] bool
+    fusion_layout: TokenLayout  # where the DETR tokens sit (mask [B, L])
+    fusion_pos_rows: Tensor  # DETR position embedding of the valid tokens [N, d]
     logit_scale: Tensor  # learnable log scale of the InfoNCE logits
+
+    @property
+    def fusion_mask(self) -> Tensor:
+        """[B, L] bool mask of the DETR tokens."""
+        return self.fusion_layout.mask
+
+    @property
+    def fusion_pos(self) -> Tensor:
+        """DETR position embedding [B, L, d] in the layout of `fusion_memory` (zeros at padding)."""
+        return self.fusion_layout.unpack(self.fusion_pos_rows)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -463,10 +492,10 @@ class XPool(nn.Module):
             m, length = len(tracks), part.keys.shape[1]
             valid = mask.index_select(0, tracks)[:, None, :length]
             # Two matrix products over all (video, segment) pairs of the chunk, [Nv, m * L] -> [m, Nv, L].
-            logits = (q @ part.keys.reshape(-1, dim).T).float().view(num_videos, m, length).transpose(0, 1)
-            w = logits.masked_fill(~valid, float("-inf")).softmax(-1)
-            uv = (video_g @ part.values.reshape(-1, dim).T).float().view(num_videos, m, length).transpose(0, 1)
-            uv = (uv * w).sum(-1)  # u . (g3 h(v))
+            logits = (q @ part.keys.reshape(-1, dim).T).view(num_videos, m, length).transpose(0, 1)
+            w = logits.masked_fill(~valid, float("-inf")).softmax(-1, dtype=torch.float32)
+            uv = (video_g @ part.values.reshape(-1, dim).T).view(num_videos, m, length).transpose(0, 1)
+            uv = (uv * w).sum(-1)  # u . (g3 h(v)), float32
             with torch.autocast(w.device.type, enabled=False):
                 quad = torch.bmm(w, part.grams).view(m, num_videos, 3, length)
                 cc, uu, gu = (quad * w[:, :, None, :]).sum(-1).unbind(-1)
@@ -644,13 +673,16 @@ class MaDe(nn.Module):
         """frame_feats [B, Lv, 512] + mask [B, Lv] (1 = valid) -> VideoEncoding (f~, h(v))."""
         return VideoEncoding(*self._encode("video", frame_feats, frame_mask))
 
-    def encode_music(self, segment_feats: Tensor, segment_mask: Tensor) -> MusicEncoding:
-        """segment_feats [M, Lm, 768] + mask -> MusicEncoding (s~, h0(M), X-Pool keys and folded values)."""
-        tokens, mask, embedding, detection_tokens = self._encode("music", segment_feats, segment_mask)
-        state = None
-        if self.xpool is not None:
-            state = self.xpool.track_state(tokens, mask)
-        return MusicEncoding(tokens, mask, embedding, detection_tokens, state)
+    def encode_music(self, segment_feats: Tensor, segment_mask: Tensor, *, matching_state: bool = True) -> MusicEncoding:
+        """segment_feats [M, Lm, 768] + mask -> MusicEncoding (s~, h0(M) and, unless told not to, X-Pool's state)."""
+        music = MusicEncoding(*self._encode("music", segment_feats, segment_mask))
+        return self.with_matching_state(music) if matching_state else music
+
+    def with_matching_state(self, music: MusicEncoding) -> MusicEncoding:
+        """The same encoding with X-Pool's per-track inference state (see `XPool.track_state`) computed."""
+        if self.xpool is None:
+            return music
+        return replace(music, xpool=self.xpool.track_state(music.tokens, music.mask))
 
     # -- matching ---------------------------------------------------------------------------------------------
 
@@ -741,7 +773,7 @@ class MaDe(nn.Module):
 
     def _detect(self, video: VideoEncoding, music: MusicEncoding,
                 aligned_h1: Tensor | None = None) -> tuple[Detection, TokenLayout, Tensor, Tensor]:
-        """Detection plus the DETR layout, encoder memory rows and position rows."""
+        """Detection plus the DETR layout, the padded encoder memory and the position rows."""
         if len(video) != len(music):
             raise ModelInputError(f"detect pairs video i with track i: got {len(video)} videos and {len(music)} "
                                   "tracks")
@@ -757,7 +789,7 @@ class MaDe(nn.Module):
             dtype = self.class_head.weight.dtype
             logits = self.class_head(hidden.to(dtype)).float()
             spans = self.span_head(hidden.to(dtype)).sigmoid().float()
-        return Detection(spans, logits, hidden), layout, memory_rows, pos
+        return Detection(spans, logits, hidden), layout, memory, pos
 
     def detect(self, video: VideoEncoding, music: MusicEncoding) -> Detection:
         """Moments for aligned pairs (video i in track i): spans and logits of every decoder layer."""
@@ -793,10 +825,9 @@ class MaDe(nn.Module):
             h1 = self.xpool(video.embedding, keys, values, music.mask)
             s1 = self._s1(video.embedding, h1)
             aligned = torch.diagonal(h1).T  # h1(M_i | v_i) [B, d]
-        detection, layout, memory_rows, pos = self._detect(video, music, aligned)
+        detection, layout, memory, pos = self._detect(video, music, aligned)
         return MaDeOutput(
             video=video, music=music, s0=s0, s1=s1, p_s=self._combine(s0, s1), xpool_music_emb=h1,
             detection=detection, contrastive_logits=self._contrastive_logits(detection.hidden, video),
-            fusion_memory=layout.unpack(memory_rows), fusion_pos=layout.unpack(pos), fusion_mask=layout.mask,
-            logit_scale=self.logit_scale,
+            fusion_memory=memory, fusion_layout=layout, fusion_pos_rows=pos, logit_scale=self.logit_scale,
         )
