@@ -3,6 +3,8 @@
 # One line per command module; keep alphabetical.
 from mgsv.cli import data  # noqa: F401
 from mgsv.cli import data_split  # noqa: F401
+from mgsv.cli import data_synthetic  # noqa: F401
 from mgsv.cli import models  # noqa: F401
 from mgsv.cli import render  # noqa: F401
 from mgsv.cli import score  # noqa: F401
+from mgsv.cli import train  # noqa: F401

@@ -50,7 +50,7 @@ def _table(title: str, names: list[str], rows: list[tuple[str, list[str]]], metr
     return table
 
 
-def _print_tables(console: Console, scores_dict: dict, header: str) -> None:
+def print_tables(console: Console, scores_dict: dict, header: str) -> None:
     from mgsv.evaluation import metrics as m
 
     metrics = scores_dict["metrics"]
@@ -122,4 +122,4 @@ def score(
         typer.echo(json.dumps(result))
         return
     label = f"split {split.value if split else 'test'} (bundled)" if annotations is None else str(annotation_path)
-    _print_tables(Console(), result, f"[bold]{escape(source)}[/] on {escape(label)}: {scores.n_videos} videos")
+    print_tables(Console(), result, f"[bold]{escape(source)}[/] on {escape(label)}: {scores.n_videos} videos")

@@ -390,9 +390,9 @@ class Trainer:
                 if name in losses:
                     totals[name] = totals.get(name, 0.0) + float(losses[name].detach())
             progress.update(task, advance=1, description=f"epoch {epoch + 1}/{self.recipe.epochs} "
-                                                         f"loss {float(loss):.3f}")
+                                                         f"loss {loss.item():.3f}")
             if self._tensorboard is not None:
-                self._tensorboard.add_scalar("train/L_total_step", float(loss), self.state.step)
+                self._tensorboard.add_scalar("train/L_total_step", loss.item(), self.state.step)
         progress.remove_task(task)
         return {f"train_{k}": v / self.steps_per_epoch for k, v in totals.items()}
 
@@ -424,14 +424,18 @@ class Trainer:
                 self.state.last_improved_epoch = epoch
         return saved
 
-    def fit(self) -> TrainState:
-        """Train until the schedule ends or early stopping triggers; returns the final state."""
+    def fit(self, epochs: int | None = None) -> TrainState:
+        """Train until the schedule ends or early stopping triggers (or for `epochs` more epochs); returns the state.
+
+        Stopping after `epochs` leaves the run resumable exactly where it stopped (same schedule, same batches).
+        """
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         show = self.settings.progress and self.dist.main
         with Progress(*columns, disable=not show, transient=True) as progress:
-            for epoch in range(self.state.epoch, self.recipe.epochs):
+            end = self.recipe.epochs if epochs is None else min(self.recipe.epochs, self.state.epoch + epochs)
+            for epoch in range(self.state.epoch, end):
                 started = time.perf_counter()
                 train = self._train_epoch(epoch, progress)
                 val = self.validate()
