@@ -102,16 +102,16 @@ def rewrite_model_config(folder: Path, **changes) -> None:
     (lambda f: (f / "config.json").write_text("{not json"), "config.json: not valid JSON"),
     (lambda f: rewrite_config(f, format="other"), "config.json: not an mgsv checkpoint config"),
     (lambda f: rewrite_config(f, format_version=9), "config.json: checkpoint format version 9 is not supported"),
-    (lambda f: rewrite_config(f, preset="made-xl"), "config.json: unknown model preset 'made-xl'; valid presets: "
-                                                    "made, made-paper"),
+    (lambda f: rewrite_config(f, preset="made-xl"), ("config.json: unknown model preset 'made-xl'; valid presets: "
+                                                    "made, made-paper")),
     (lambda f: rewrite_config(f, model_config={"dim": 32, "colour": "red"}),
      "config.json: model_config: unknown MaDeConfig key\\(s\\) 'colour'"),
     (lambda f: rewrite_config(f, model_config={"dim": -4}), "config.json: model_config: invalid MaDe config: dim must"),
     (lambda f: (f / "model.safetensors").unlink(), "model.safetensors: missing: the checkpoint has no weights"),
     (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:1000]),
      "model.safetensors: unreadable weights"),
-    (lambda f: rewrite_model_config(f, detr_ffn_dim=128), "model.safetensors: weights do not match config.json: "
-                                                          "shape mismatch: decoder.layers.0.ffn.fc1.bias \\[64\\]"),
+    (lambda f: rewrite_model_config(f, detr_ffn_dim=128), ("model.safetensors: weights do not match config.json: "
+                                                          "shape mismatch: decoder.layers.0.ffn.fc1.bias \\[64\\]")),
     (lambda f: rewrite_model_config(f, decoder_layers=3),
      "model.safetensors: weights do not match config.json: missing tensors: decoder.layers.2"),
 ])
@@ -198,8 +198,8 @@ class Opaque:
     (lambda p: p.write_bytes(b"\x00garbage" * 10), "not a readable PyTorch checkpoint"),
     (lambda p: torch.save({"model": Opaque()}, p), "--allow-pickle"),
     (lambda p: torch.save({"epoch": 3}, p), "no model state dict found"),
-    (lambda p: torch.save({"vit_proj.weight": torch.zeros(32, 512)}, p), "not an official MaDe checkpoint: key "
-                                                                          "'ast_proj.weight' is missing"),
+    (lambda p: torch.save({"vit_proj.weight": torch.zeros(32, 512)}, p), ("not an official MaDe checkpoint: key "
+                                                                          "'ast_proj.weight' is missing")),
 ])
 def test_convert_rejects_bad_files(tmp_path: Path, capsys, write, message: str) -> None:
     source = tmp_path / "bad.pth"

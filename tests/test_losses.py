@@ -50,7 +50,8 @@ def test_detection_terms_of_one_layer() -> None:
     contrastive = torch.tensor([[12.5], [-3.0]], requires_grad=True)
     terms = detection_layer_losses(spans, logits, target, contrastive, eos_coef=0.1)
     assert_close(terms["loss_span"], torch.tensor(0.1 / 4))
-    assert_close(terms["loss_giou"], (1 - generalized_iou(span_cw_to_se(spans[:, 0]), span_cw_to_se(target[:, 0]))).mean())
+    giou = generalized_iou(span_cw_to_se(spans[:, 0]), span_cw_to_se(target[:, 0]))
+    assert_close(terms["loss_giou"], (1 - giou).mean())
     expected_ce = -(torch.log_softmax(logits[:, 0], -1)[:, 0]).mean()  # foreground class 0, weight 1.0
     assert_close(terms["loss_label"], expected_ce)
     assert float(terms["class_error"]) == 50.0  # the second query predicts background

@@ -133,7 +133,9 @@ def test_official_initialisation() -> None:
     assert 0.8 < float(model.query_pos.detach().std()) < 1.2  # N(0, 1)
     packed_bound = math.sqrt(6 / (256 + 3 * 256))  # xavier on the packed [3d, d] in-projection
     square_bound = math.sqrt(6 / (256 + 256))
-    for attn in (model.fusion.layers[0].self_attn, model.decoder.layers[5].cross_attn, model.enhance["music"].layers[0].attn):
+    attentions = (model.fusion.layers[0].self_attn, model.decoder.layers[5].cross_attn,
+                  model.enhance["music"].layers[0].attn)
+    for attn in attentions:
         q = attn.q_proj.weight.detach()
         assert float(q.abs().max()) <= packed_bound and float(q.abs().max()) > 0.9 * packed_bound
         assert torch.equal(attn.q_proj.bias, torch.zeros(256)) and torch.equal(attn.out_proj.bias, torch.zeros(256))
@@ -229,8 +231,8 @@ def test_training_mode_relevance_applies_dropout() -> None:
     (lambda m: m.encode_video(torch.zeros(2, 50, 512), torch.ones(2, 49)), "frame_feats: mask shape"),
     (lambda m: m.encode_music(torch.zeros(2, 96, 768), torch.tensor([[1] * 96, [0] * 96])),
      "segment_feats: item\\(s\\) \\[1\\] have no valid token"),
-    (lambda m: m.encode_video(torch.zeros(1, 300, 512), torch.ones(1, 300)), "300 token positions, the model supports "
-                                                                             "at most 250"),
+    (lambda m: m.encode_video(torch.zeros(1, 300, 512), torch.ones(1, 300)), ("300 token positions, the model supports "
+                                                                             "at most 250")),
     (lambda m: m.encode_video(torch.zeros(0, 50, 512), torch.ones(0, 50)), "frame_feats: empty batch"),
     (lambda m: m.detect(m.encode_video(torch.ones(2, 5, 512), torch.ones(2, 5)),
                         m.encode_music(torch.ones(3, 5, 768), torch.ones(3, 5))), "got 2 videos and 3 tracks"),
@@ -323,5 +325,6 @@ def test_token_layout_packs_by_decreasing_length_and_round_trips() -> None:
     x = torch.arange(16.0).view(4, 4, 1)
     rows = layout.pack(x)
     assert rows.flatten().tolist() == [4, 5, 6, 7, 12, 14, 0, 1, 8]  # items by length 4, 3 (hole), 2, 1
-    assert [b.length for b in layout.buckets] == [4, 2] and [b.items.tolist() for b in layout.buckets] == [[1, 3], [0, 2]]
+    assert [b.length for b in layout.buckets] == [4, 2]
+    assert [b.items.tolist() for b in layout.buckets] == [[1, 3], [0, 2]]
     assert torch.equal(layout.unpack(rows), x * mask[..., None])

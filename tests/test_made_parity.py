@@ -17,7 +17,10 @@ from mgsv.models.made import MaDe, MaDeConfig, MaDeOutput
 from mgsv.models.official_keys import official_to_ours
 from mgsv.training.losses import fixture_key, made_losses
 
-WEIGHT_SETS = [("model.safetensors", "outputs.safetensors"), ("model_perturbed.safetensors", "outputs_perturbed.safetensors")]
+WEIGHT_SETS = [
+    ("model.safetensors", "outputs.safetensors"),
+    ("model_perturbed.safetensors", "outputs_perturbed.safetensors"),
+]
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 # The reduced config of the fixtures (config.json): d=32, DETR FFN 128; the rest as the official script.

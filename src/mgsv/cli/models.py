@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -37,7 +37,8 @@ def models_command(
         table.add_column(name, justify="right", no_wrap=True)
     for row in rows:
         counts = row["parameters"]
-        table.add_row(row["name"], *(f"{counts.get(k, 0):,}" for k in ("enhancement", "matching", "detection", "total")))
+        groups = ("enhancement", "matching", "detection", "total")
+        table.add_row(row["name"], *(f"{counts.get(k, 0):,}" for k in groups))
     console = Console()
     console.print(table)
     for row in rows:
@@ -49,7 +50,7 @@ def convert_command(
     official: Annotated[Path, typer.Argument(help="Official MaDe checkpoint (.pth / pytorch_model.bin.*).")],
     out: Annotated[Path, typer.Argument(help="Checkpoint folder to write (model.safetensors + config.json).")],
     overrides: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--set", help="Config field the weights cannot reveal, KEY=VALUE (e.g. query=music). Repeatable."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,

@@ -15,6 +15,7 @@ Two ideas keep these blocks fast on CPUs without changing any result:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -128,7 +129,7 @@ class TokenLayout:
         row = 0
         num_buckets = max(1, round(batch / bucket_items))
         bounds = [round(i * batch / num_buckets) for i in range(num_buckets + 1)]
-        for first, stop in zip(bounds[:-1], bounds[1:]):
+        for first, stop in itertools.pairwise(bounds):
             rows = sum(counts[first:stop])
             span = slice(row, row + rows)
             bucket_length = sorted_lengths[first]
@@ -193,7 +194,7 @@ class MLP(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the layers; no activation after the last one."""

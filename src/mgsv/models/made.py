@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mgsv.models.layers import (
+    MLP,
     DetrDecoder,
     DetrEncoder,
     FeedForward,
-    MLP,
     ModelInputError,
     MultiHeadAttention,
     TokenLayout,
@@ -377,15 +377,24 @@ class XPool(nn.Module):
         """q = q_proj(LN1(h(v))) [Nv, d]."""
         return self.q_proj(self.norm_in(video_emb.to(self.q_proj.weight.dtype)))
 
-    def music_state(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-track keys and values [M, L, d]; out_proj is applied to the values before pooling (it is linear)."""
-        x = self.norm_in(tokens)
-        return self.k_proj(x), self.out_proj(self.v_proj(x))
+    def music_state(self, tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-track keys and values [M, L, d] (zero at padding), computed on the valid segments only.
+
+        out_proj is applied to the values before pooling (it is linear and no dropout sits between), and
+        out_proj(v_proj(x)) = (W_o W_v) x + (W_o b_v + b_o) is one product per segment.
+        """
+        layout = TokenLayout.from_mask(mask)
+        x = self.norm_in(layout.pack(tokens))
+        value_map = self.out_proj.weight @ self.v_proj.weight
+        value_bias = self.out_proj.weight @ self.v_proj.bias + self.out_proj.bias
+        return layout.unpack(self.k_proj(x)), layout.unpack(F.linear(x, value_map, value_bias))
 
     def _attention(self, q: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
         """Softmax weights [M, Nv, L] of queries [Nv, d] over each track's keys [M, L, d]."""
-        logits = torch.matmul(q, keys.transpose(1, 2)) / math.sqrt(self.dim)
-        return logits.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
+        # One matrix product [Nv, d] x [d, M * L]; broadcasting q against [M, d, L] would copy q M times.
+        num_tracks, length, dim = keys.shape
+        logits = (q @ keys.reshape(-1, dim).T).view(q.shape[0], num_tracks, length).transpose(0, 1)
+        return (logits / math.sqrt(self.dim)).masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
 
     def _finish(self, attended: Tensor) -> Tensor:
         """a = LN2(attended); h1 = LN3(a + Dropout(linear_proj(a)))."""
@@ -673,7 +682,9 @@ class MaDe(nn.Module):
         """frame_feats [B, Lv, 512] + mask [B, Lv] (1 = valid) -> VideoEncoding (f~, h(v))."""
         return VideoEncoding(*self._encode("video", frame_feats, frame_mask))
 
-    def encode_music(self, segment_feats: Tensor, segment_mask: Tensor, *, matching_state: bool = True) -> MusicEncoding:
+    def encode_music(
+        self, segment_feats: Tensor, segment_mask: Tensor, *, matching_state: bool = True
+    ) -> MusicEncoding:
         """segment_feats [M, Lm, 768] + mask -> MusicEncoding (s~, h0(M) and, unless told not to, X-Pool's state)."""
         music = MusicEncoding(*self._encode("music", segment_feats, segment_mask))
         return self.with_matching_state(music) if matching_state else music
@@ -706,7 +717,7 @@ class MaDe(nn.Module):
             s0 = video.embedding @ music.embedding.T
         if self.xpool is not None:
             if self.training:
-                keys, values = self.xpool.music_state(music.tokens)
+                keys, values = self.xpool.music_state(music.tokens, music.mask)
                 s1 = self._s1(video.embedding, self.xpool(video.embedding, keys, values, music.mask))
             else:
                 if music.xpool is None:
@@ -766,7 +777,7 @@ class MaDe(nn.Module):
             return music.embedding
         if kind == "xpool":
             if aligned_h1 is None:
-                keys, values = self.xpool.music_state(music.tokens)
+                keys, values = self.xpool.music_state(music.tokens, music.mask)
                 aligned_h1 = self.xpool.aligned(video.embedding, keys, values, music.mask)
             return aligned_h1
         return torch.zeros_like(video.embedding)
@@ -821,7 +832,7 @@ class MaDe(nn.Module):
         s0 = video.embedding @ music.embedding.T if self.config.matching in ("both", "h0") else None
         s1 = h1 = aligned = None
         if self.xpool is not None:
-            keys, values = self.xpool.music_state(music.tokens)
+            keys, values = self.xpool.music_state(music.tokens, music.mask)
             h1 = self.xpool(video.embedding, keys, values, music.mask)
             s1 = self._s1(video.embedding, h1)
             aligned = torch.diagonal(h1).T  # h1(M_i | v_i) [B, d]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -157,8 +157,7 @@ def strip_wrappers(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], int]
     out: dict[str, Tensor] = {}
     dropped = 0
     for key, value in state.items():
-        if key.startswith("module."):
-            key = key[len("module."):]
+        key = key.removeprefix("module.")
         if key.startswith(FROZEN_ENCODER_PREFIXES):
             dropped += 1
             continue
@@ -199,10 +198,9 @@ def official_to_ours(state: Mapping[str, Tensor], config: MaDeConfig,
             if tensor.shape != rebuilt.shape or not torch.equal(tensor.float(), rebuilt):
                 raise InputError(where, f"{official}: differs from the sinusoidal table we rebuild "
                                         f"(shape {list(tensor.shape)} vs {list(rebuilt.shape)})")
-        elif kind == "constant":
-            if tensor.numel() != 2 or float(tensor.flatten()[0]) != 1.0:
-                raise InputError(where, f"{official}: expected the class weights [1.0, eos_coef], got "
-                                        f"{tensor.flatten().tolist()}")
+        elif kind == "constant" and (tensor.numel() != 2 or float(tensor.flatten()[0]) != 1.0):
+            raise InputError(where, f"{official}: expected the class weights [1.0, eos_coef], got "
+                                    f"{tensor.flatten().tolist()}")
     return ours
 
 

@@ -18,8 +18,9 @@ query and one ground-truth moment per pair, so the only assignment is query 0 ->
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ def fixture_key(name: str) -> str:
 
 
 def infonce(similarity: Tensor, logit_scale: Tensor) -> Tensor:
-    """Symmetric InfoNCE on a square similarity matrix [B, B] (rows videos, columns tracks; positives on the diagonal)."""
+    """Symmetric InfoNCE on a square similarity matrix [B, B] (rows videos, columns tracks, diagonal positives)."""
     logits = similarity * logit_scale.exp()
     targets = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
