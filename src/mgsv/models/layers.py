@@ -97,6 +97,7 @@ class Bucket:
     length: int  # padded length of the bucket
     index: Tensor  # [rows] flat positions (item * length + t) inside the bucket's padded block
     mask: Tensor  # [items, length] bool
+    key_mask: Tensor | None  # the mask attention needs: None when nothing in the bucket is padded
 
 
 @dataclass
@@ -134,8 +135,9 @@ class TokenLayout:
             span = slice(row, row + rows)
             bucket_length = sorted_lengths[first]
             local = (item[span] - first) * bucket_length + t[span]
-            buckets.append(Bucket(span, order[first:stop], bucket_length, local,
-                                  sorted_mask[first:stop, :bucket_length]))
+            bucket_mask = sorted_mask[first:stop, :bucket_length]
+            key_mask = None if rows == bucket_mask.numel() else bucket_mask
+            buckets.append(Bucket(span, order[first:stop], bucket_length, local, bucket_mask, key_mask))
             row += rows
         return cls(mask=mask, index=index, buckets=buckets)
 
@@ -279,8 +281,7 @@ class MultiHeadAttention(nn.Module):
         for bucket in layout.buckets:
             blocks = [layout.unpack_bucket(bucket, part[bucket.rows]) for part in projected]
             q, k, v = (x for block in blocks for x in block.split(self.dim, dim=-1))  # [items, length, d] each
-            mask = None if bool(bucket.mask.all()) else bucket.mask
-            out = self._attend(q, k, v, mask)
+            out = self._attend(q, k, v, bucket.key_mask)
             outputs.append(out.reshape(-1, self.dim).index_select(0, bucket.index))
         return self.out_proj(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
 
