@@ -1,0 +1,123 @@
+"""`mgsv library add/list/remove`: a persistent music library that grounding searches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mgsv.cli import app
+from mgsv.cli.extract import DEFAULT_AST, DtypeChoice, print_problems, progress_bars
+
+library_app = typer.Typer(
+    help="A persistent music library: add music files once (decoded, AST-encoded, stored), list, remove.",
+    no_args_is_help=True,
+)
+app.add_typer(library_app, name="library")
+
+LibraryOption = Annotated[Path, typer.Option("--library", "-l", help="The library folder.")]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+
+
+@library_app.command("add")
+def add_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Music files or folders (searched recursively).")],
+    library: LibraryOption,
+    ast: Annotated[str, typer.Option("--ast", help="AST model: hub id or local folder.")] = DEFAULT_AST,
+    encoder_id: Annotated[
+        str | None, typer.Option("--encoder-id", help="Encoder id the tokens record (for a local copy of a hub model).")
+    ] = None,
+    dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="Encoder precision (auto: bf16 where native).")] = (
+        DtypeChoice.auto
+    ),
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="AST windows per forward.")] = 4,
+    device: Annotated[str, typer.Option("--device", help="Torch device for the encoder.")] = "cpu",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Add music files: decoded, encoded with AST and stored; a file already in the library is skipped.
+
+    The library is created on first use. Tracks longer than 240 s keep their full length but only their first
+    240 s can be found (the model's horizon). Interrupting loses no track already reported as added. Bad files
+    are reported at the end; the exit code is 1 if any failed.
+    """
+    from mgsv.search.library import MusicLibrary
+
+    def load_encoder():  # only if some file needs encoding
+        from mgsv.encoders.ast import AstMusicEncoder
+
+        return AstMusicEncoder.from_pretrained(
+            ast, device=device, dtype=dtype.value, batch_size=batch_size, encoder_id=encoder_id
+        )
+
+    if (library / "library.json").exists():
+        music_library = MusicLibrary(library)
+        encoder = load_encoder
+    else:
+        encoder = load_encoder()
+        music_library = MusicLibrary.open_or_create(library, encoder.spec)
+    with progress_bars(not json_output) as progress:
+        report = music_library.add_files(inputs, encoder, progress=progress)
+    if json_output:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        console = Console()
+        console.print(
+            f"added {len(report.added)} track(s) ({report.encoded} encoded), {len(report.already)} already in the "
+            f"library, {len(report.failures)} failed; the library has {len(music_library)} track(s)",
+            highlight=False,
+        )
+        for path, track_id in report.already:
+            console.print(f"  already there: {escape(path)} as {escape(track_id)}", highlight=False, soft_wrap=True)
+        print_problems(console, "warnings", report.warnings, "yellow")
+        print_problems(console, "failed", report.failures, "bold red")
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+@library_app.command("list")
+def list_command(
+    library: LibraryOption,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON array of tracks on stdout.")] = False,
+) -> None:
+    """List the tracks: id, title, artist, duration, licence."""
+    from mgsv.search.library import MusicLibrary
+
+    tracks = MusicLibrary(library).tracks()
+    if json_output:
+        typer.echo(json.dumps([t.to_dict() for t in tracks]))
+        return
+    table = Table(title=f"{escape(str(library))}: {len(tracks)} track(s)")
+    for column in ("id", "title", "artist", "duration", "licence"):
+        table.add_column(column, justify="right" if column == "duration" else "left", overflow="fold")
+    for track in tracks:
+        duration = _minutes(track.duration) + (" *" if track.beyond_horizon else "")
+        table.add_row(*(escape(v or "") for v in (track.id, track.title, track.artist, duration, track.licence)))
+    console = Console()
+    console.print(table)
+    if any(t.beyond_horizon for t in tracks):
+        console.print("* longer than 240 s: only the first 240 s can be found by grounding", highlight=False)
+
+
+@library_app.command("remove")
+def remove_command(
+    track_ids: Annotated[list[str], typer.Argument(help="Ids of the tracks to remove (see mgsv library list).")],
+    library: LibraryOption,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the removed tracks as JSON on stdout.")] = False,
+) -> None:
+    """Remove tracks (all or none: an unknown id removes nothing). Their files are not touched."""
+    from mgsv.search.library import MusicLibrary
+
+    removed = MusicLibrary(library).remove(track_ids)
+    if json_output:
+        typer.echo(json.dumps([t.to_dict() for t in removed]))
+        return
+    for track in removed:
+        Console().print(f"removed {escape(track.id)} ({escape(track.path)})", highlight=False, soft_wrap=True)

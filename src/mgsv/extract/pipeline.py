@@ -1,0 +1,373 @@
+"""`mgsv extract`: video and music files -> CLIP / AST features in a feature store (the `mgsv data import` format).
+
+For each modality the run is planned before anything is encoded:
+
+1. Every file is hashed (SHA-256 of its bytes) and given an id: its file stem (so `113722188340.mp4` matches the
+   CSV's video_id) or, with `ids="hash"`, the first 16 hex digits of its hash.
+2. Files whose ids collide with different content are refused, naming all of them (which one the annotations
+   mean cannot be guessed); files with the same content under the same id are one item.
+3. An id the store already holds is skipped when its recorded content hash is the file's (or when no hash was
+   recorded: an import, or a run killed between publishing a shard and saving the index); with another hash it is
+   refused. A file whose content is already stored under another id is not encoded again: its stored features are
+   copied under the new id.
+4. The rest is decoded (one file ahead, in a thread) and encoded; items are published in shards of `flush_every`
+   and the content index (`content-index.json` in the store folder) is saved after each shard, so a killed run
+   loses at most one shard's work and a re-run resumes.
+
+A bad file never stops the batch: its problem is collected and reported at the end (`ExtractReport.failures`).
+The store stays consistent whatever happens (see `mgsv.features.store`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from mgsv.errors import InputError, MgsvError, SpecMismatchError
+from mgsv.extract.discover import Discovered, find_media
+from mgsv.extract.hashing import HASH_ID_LENGTH, ContentIndex, content_hash
+from mgsv.extract.media import decode_track, decode_video, encode_track, encode_video, prefetched
+from mgsv.extract.problems import Problem, problem_for
+from mgsv.features.spec import MUSIC_HORIZON_S, FeatureSpec
+from mgsv.features.store import FeatureStore, FeatureTable
+
+if TYPE_CHECKING:
+    from mgsv.encoders.ast import AstMusicEncoder
+    from mgsv.encoders.clip import ClipFrameEncoder
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "content-index.json"
+DEFAULT_FLUSH_EVERY = 16  # items per published shard: bounds the work a killed run loses
+Progress = Callable[[str, int, int], None]  # (modality, done, total)
+IdScheme = Literal["stem", "hash"]
+
+
+@dataclass
+class ModalityReport:
+    """What one modality's run did."""
+
+    found: int = 0  # files found
+    encoded: int = 0  # decoded and encoded by this run
+    already_stored: int = 0  # skipped: the store already holds this id with this content
+    copied: int = 0  # not encoded: the same content was stored under another id, its features were copied
+    duplicates: int = 0  # extra copies of a file in the inputs (same id and content), handled once
+    failures: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "found": self.found,
+            "encoded": self.encoded,
+            "already_stored": self.already_stored,
+            "copied": self.copied,
+            "duplicates": self.duplicates,
+            "failures": [p.to_dict() for p in self.failures],
+            "warnings": [p.to_dict() for p in self.warnings],
+        }
+
+
+@dataclass
+class ExtractReport:
+    """The result of `extract_features`."""
+
+    store: Path
+    modalities: dict[str, ModalityReport]
+    input_problems: list[Problem]  # inputs that are not files or folders we can read
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[Problem]:
+        """Every input or file that could not be used."""
+        return self.input_problems + [p for r in self.modalities.values() for p in r.failures]
+
+    @property
+    def ok(self) -> bool:
+        """True if nothing failed."""
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": str(self.store),
+            "ok": self.ok,
+            "seconds": round(self.seconds, 3),
+            "modalities": {name: report.to_dict() for name, report in self.modalities.items()},
+            "input_problems": [p.to_dict() for p in self.input_problems],
+        }
+
+
+@dataclass
+class EncoderOptions:
+    """Which encoders to load and how (see `mgsv.encoders`; the ids decide the feature specs)."""
+
+    clip: str = "openai/clip-vit-base-patch32"
+    ast: str = "MIT/ast-finetuned-audioset-10-10-0.4593"
+    clip_encoder_id: str | None = None
+    ast_encoder_id: str | None = None
+    dtype: str = "auto"
+    batch_size: int | None = None  # frames (CLIP) / windows (AST) per forward; None: each encoder's default
+    device: str = "cpu"
+
+    def load_clip(self) -> ClipFrameEncoder:
+        """The CLIP frame encoder these options describe."""
+        from mgsv.encoders.clip import ClipFrameEncoder
+
+        extra = {} if self.batch_size is None else {"batch_size": self.batch_size}
+        return ClipFrameEncoder.from_pretrained(
+            self.clip, device=self.device, dtype=self.dtype, encoder_id=self.clip_encoder_id, **extra
+        )
+
+    def load_ast(self) -> AstMusicEncoder:
+        """The AST music encoder these options describe."""
+        from mgsv.encoders.ast import AstMusicEncoder
+
+        extra = {} if self.batch_size is None else {"batch_size": self.batch_size}
+        return AstMusicEncoder.from_pretrained(
+            self.ast, device=self.device, dtype=self.dtype, encoder_id=self.ast_encoder_id, **extra
+        )
+
+
+@dataclass
+class _Planned:
+    path: Path
+    item_id: str
+    digest: str
+    copy_from: str | None = None  # an id whose stored features have the same content
+
+
+def item_id_for(path: Path, digest: str, scheme: IdScheme) -> str:
+    """The store id of a file: its stem, or the start of its content hash."""
+    if scheme == "stem":
+        return path.stem
+    if scheme == "hash":
+        return digest[:HASH_ID_LENGTH]
+    raise InputError("--ids", f"must be 'stem' or 'hash', got {scheme!r}")
+
+
+def open_or_create_store(root: Path, specs: dict[str, FeatureSpec]) -> FeatureStore:
+    """The store at `root`, created with `specs` if absent; an existing store must hold these modalities and specs."""
+    if not FeatureStore.exists(root):
+        return FeatureStore.create(root, specs)
+    store = FeatureStore(root)
+    for modality, spec in specs.items():
+        if modality not in store.specs:
+            raise SpecMismatchError(
+                f"{root}: this store was created without {modality} features (it holds: "
+                f"{', '.join(store.modalities)}); extract {modality} into a new store, or extract every modality "
+                "into a new store in one run"
+            )
+        store.spec(modality).check_compatible(spec, what=f"{root} (store) vs the {modality} encoder")
+    return store
+
+
+def extract_features(
+    store_dir: str | Path,
+    videos: list[Path] | tuple[Path, ...] = (),
+    music: list[Path] | tuple[Path, ...] = (),
+    encoders: EncoderOptions | None = None,
+    ids: IdScheme = "stem",
+    window_start: float = 0.0,
+    flush_every: int = DEFAULT_FLUSH_EVERY,
+    progress: Progress | None = None,
+    clip_encoder: ClipFrameEncoder | None = None,
+    ast_encoder: AstMusicEncoder | None = None,
+) -> ExtractReport:
+    """Encode video and music files into the store at `store_dir` (see the module docstring).
+
+    Encoders are loaded from `encoders` unless given ready-made. `window_start` picks the 50 s of longer videos.
+    """
+    started = time.perf_counter()
+    if flush_every < 1:
+        raise InputError("flush_every", f"must be at least 1, got {flush_every}")
+    if ids not in ("stem", "hash"):
+        raise InputError("--ids", f"must be 'stem' or 'hash', got {ids!r}")
+    store_dir = Path(store_dir)
+    encoders = encoders or EncoderOptions()
+    found = {"video": find_media(list(videos), "video"), "music": find_media(list(music), "music")}
+    input_problems = [Problem(str(p), r) for d in found.values() for p, r in d.problems]
+    wanted = [m for m in ("video", "music") if found[m].files]
+    if not wanted:
+        if input_problems:
+            return ExtractReport(store_dir, {}, input_problems, time.perf_counter() - started)
+        given = [str(p) for p in (*videos, *music)]
+        raise InputError(", ".join(given) or "(no inputs)", "no video or music files found (give files or folders)")
+
+    loaded: dict[str, Any] = {}
+    if "video" in wanted:
+        loaded["video"] = clip_encoder or encoders.load_clip()
+    if "music" in wanted:
+        loaded["music"] = ast_encoder or encoders.load_ast()
+    store = open_or_create_store(store_dir, {m: loaded[m].spec for m in wanted})
+    index = ContentIndex(store_dir / INDEX_FILE)
+
+    reports = {}
+    for modality in wanted:
+        report = ModalityReport(found=len(found[modality].files))
+        reports[modality] = report
+        _extract_modality(
+            store, index, modality, found[modality], loaded[modality], ids, window_start, flush_every, report, progress
+        )
+    return ExtractReport(store_dir, reports, input_problems, time.perf_counter() - started)
+
+
+def _plan(
+    discovered: Discovered,
+    table: FeatureTable,
+    index: ContentIndex,
+    modality: str,
+    ids: IdScheme,
+    report: ModalityReport,
+) -> list[_Planned]:
+    """Hash and name every file, settle collisions and what is already stored; return what needs work."""
+    by_id: dict[str, list[tuple[Path, str]]] = {}
+    for path in discovered.files:
+        try:
+            digest = content_hash(path)
+        except MgsvError as exc:
+            report.failures.append(problem_for(path, exc))
+            continue
+        by_id.setdefault(item_id_for(path, digest, ids), []).append((path, digest))
+
+    todo: list[_Planned] = []
+    first_with_hash: dict[str, str] = {}  # digest -> id planned for encoding in this run
+    for item_id, files in by_id.items():
+        digests = {digest for _, digest in files}
+        if len(digests) > 1:
+            names = ", ".join(str(p) for p, _ in files)
+            for path, _ in files:
+                report.failures.append(
+                    Problem(str(path), f"id {item_id!r} is shared by files with different content: {names}")
+                )
+            continue
+        path, digest = files[0]
+        report.duplicates += len(files) - 1
+        if item_id in table:
+            recorded = index.hash_of(modality, item_id)
+            if recorded is None or recorded == digest:
+                if recorded is None:
+                    index.record(modality, item_id, digest, path.resolve())  # adopt what an earlier (killed) run stored
+                report.already_stored += 1
+            else:
+                report.failures.append(
+                    Problem(
+                        str(path),
+                        f"id {item_id!r} is already stored with other content (from "
+                        f"{index.path_of(modality, item_id)}); rename the file or extract with --ids hash",
+                    )
+                )
+            continue
+        stored_twin = index.id_with_hash(modality, digest)
+        if stored_twin is not None and stored_twin in table:
+            todo.append(_Planned(path, item_id, digest, copy_from=stored_twin))
+        elif digest in first_with_hash:
+            todo.append(_Planned(path, item_id, digest, copy_from=first_with_hash[digest]))
+        else:
+            first_with_hash[digest] = item_id
+            todo.append(_Planned(path, item_id, digest))
+    return todo
+
+
+def _extract_modality(
+    store: FeatureStore,
+    index: ContentIndex,
+    modality: str,
+    discovered: Discovered,
+    encoder: Any,
+    ids: IdScheme,
+    window_start: float,
+    flush_every: int,
+    report: ModalityReport,
+    progress: Progress | None,
+) -> None:
+    todo = _plan(discovered, store.modality(modality), index, modality, ids, report)
+    index.save()  # adopted ids
+    to_encode = [p for p in todo if p.copy_from is None]
+    copies = [p for p in todo if p.copy_from is not None]
+    total = len(todo)
+    done = 0
+    if progress:
+        progress(modality, 0, total)
+
+    def decode(planned: _Planned) -> Any:
+        if modality == "video":
+            return decode_video(planned.path, window_start)
+        return decode_track(planned.path)
+
+    # A large flush_every for the writer itself: shards are published by `commit` below, followed by the index.
+    with store.writer(modality, flush_every=1 << 30) as writer:
+        pending: list[_Planned] = []
+
+        def commit() -> None:
+            writer.flush()
+            for planned in pending:
+                index.record(modality, planned.item_id, planned.digest, planned.path.resolve())
+            if pending:
+                index.save()
+            pending.clear()
+
+        for fetched in prefetched(decode, to_encode):
+            planned = fetched.item
+            try:
+                if fetched.error is not None:
+                    raise fetched.error
+                if modality == "video":
+                    tokens, mask = encode_video(fetched.result, encoder)
+                    _warn_long_video(fetched.result, window_start, report)
+                else:
+                    tokens, mask = encode_track(fetched.result, encoder)
+                    if fetched.result.beyond_horizon:
+                        report.warnings.append(
+                            Problem(
+                                str(planned.path),
+                                (
+                                    f"track is {fetched.result.duration:.1f} s long: its features cover the first "
+                                    f"{MUSIC_HORIZON_S:g} s (the model's horizon)"
+                                ),
+                            )
+                        )
+                writer.add(planned.item_id, tokens, mask)
+            except MgsvError as exc:
+                report.failures.append(problem_for(planned.path, exc))
+            else:
+                pending.append(planned)
+                report.encoded += 1
+            done += 1
+            if progress:
+                progress(modality, done, total)
+            if len(pending) >= flush_every:
+                commit()
+        commit()
+        # Copies go last: their source may be an item encoded just now.
+        table = store.modality(modality) if copies else None
+        for planned in copies:
+            if planned.copy_from in table:
+                tokens, mask = table.get(planned.copy_from)
+                writer.add(planned.item_id, tokens.numpy(), mask.numpy())
+                pending.append(planned)
+                report.copied += 1
+            else:
+                report.failures.append(
+                    Problem(str(planned.path), f"same content as the file of id {planned.copy_from!r}, which failed")
+                )
+            done += 1
+            if progress:
+                progress(modality, done, total)
+        commit()
+
+
+def _warn_long_video(frames: Any, window_start: float, report: ModalityReport) -> None:
+    if frames.truncated:
+        last = frames.timestamps[-1]
+        report.warnings.append(
+            Problem(
+                str(frames.path),
+                (
+                    f"video is {frames.duration:.1f} s long: features cover seconds {window_start:g}-{last + 1:g} "
+                    "(50 frames at 1 fps; --window picks another start)"
+                ),
+            )
+        )

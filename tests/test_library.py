@@ -1,0 +1,437 @@
+"""The music library: `mgsv library add/list/remove` on real music, crash safety, format and spec checks, cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from grounding_factory import (
+    SHARED_TRACKS,
+    SharedLibrary,
+    copy_library,
+    make_synthetic_library,
+    make_tiny_setup,
+    shared_real_library,
+)
+from media_factory import write_test_video, write_truncated_copy
+
+from mgsv.cli import main
+from mgsv.encoders.ast import MusicTokens, window_layout
+from mgsv.errors import InputError
+from mgsv.features.store import StoreBusyError, UnknownIdsError
+from mgsv.models.checkpoint import load_checkpoint
+from mgsv.search.library import MusicLibrary, model_fingerprint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, debian_music: dict[str, Path]) -> SharedLibrary:
+    return shared_real_library(tmp_path_factory, debian_music)
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables fold cells at the default 80 columns of a non-terminal
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `mgsv ARGS`."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def windows_of(duration: float) -> int:
+    return int(window_layout(duration).mask.sum())
+
+
+# ---------------------------------------------------------------------------------------------------- add / list
+
+
+def test_add_real_tracks(shared: SharedLibrary) -> None:
+    report = shared.add_report
+    expected = sum(len(names) for names in SHARED_TRACKS.values()) - 1  # silence.ogg is refused
+    assert expected >= 20
+    assert shared.add_exit_code == 1  # one file failed
+    assert len(report["added"]) == expected and report["encoded"] == expected
+    assert [Path(f["path"]).name for f in report["failures"]] == ["silence.ogg"]
+    assert "digital silence" in report["failures"][0]["reason"]
+
+    library = MusicLibrary(shared.library)
+    tracks = {t.id: t for t in library.tracks()}
+    assert len(tracks) == expected
+    # FFmpeg refuses this file; the libsndfile fallback decoded all of it.
+    ocean = tracks["hr-savino-ocean"]
+    assert ocean.title == "Ocean" and ocean.artist == "Will Savino"
+    assert ocean.duration == pytest.approx(60.48, abs=0.05)
+    defeat = tracks["defeat"]
+    assert (defeat.title, defeat.artist, defeat.licence) == ("Defeat", "Timothy Pinkham", "GPL")
+    assert defeat.tags["copyright"] == "Timothy Pinkham (C)2005"
+    assert defeat.path == str(shared.tracks[0].resolve())
+    # Tokens are stored under the content hash, one valid window per 2.5 s of track.
+    table = library.features()
+    assert library.store.verify() == {"music": expected}
+    for track in tracks.values():
+        assert table.lengths([track.content_hash])[0] == windows_of(track.duration)
+
+
+def test_list_json_and_table(shared: SharedLibrary, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["library", "list", "--library", str(shared.library), "--json"], capsys)
+    assert code == 0
+    listed = json.loads(out)
+    assert len(listed) == len(shared.add_report["added"])
+    victory = next(t for t in listed if t["id"] == "victory")
+    assert victory["duration"] == pytest.approx(5.5, abs=0.1)
+    assert victory["licence"] == "GPL" and victory["beyond_horizon"] is False
+    assert set(victory) >= {"id", "title", "artist", "album", "duration", "licence", "path", "added_at"}
+
+    code, out, _ = run_cli(["library", "list", "--library", str(shared.library)], capsys)
+    assert code == 0
+    assert "Timothy Pinkham" in out and "0:08.5" in out and "GPL" in out
+
+
+def test_adding_the_same_content_again_is_a_no_op(
+    shared: SharedLibrary, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    library = copy_library(shared.library, tmp_path / "lib")
+    revision = MusicLibrary(library).revision
+    renamed = tmp_path / "renamed-copy.ogg"
+    shutil.copyfile(shared.tracks[0], renamed)
+    # --ast points nowhere: nothing may need the encoder.
+    code, out, _ = run_cli(
+        [
+            "library",
+            "add",
+            *map(str, shared.tracks[:5]),
+            str(renamed),
+            "--library",
+            str(library),
+            "--ast",
+            str(tmp_path / "no-encoder"),
+            "--json",
+        ],
+        capsys,
+    )
+    report = json.loads(out)
+    assert code == 0 and report["added"] == [] and report["encoded"] == 0
+    assert sorted(i for _, i in ((a["path"], a["id"]) for a in report["already"])) == sorted(
+        ["defeat", "defeat2", "victory", "victory2", "elf-land", "defeat"]
+    )
+    assert MusicLibrary(library).revision == revision
+    assert len(MusicLibrary(library)) == len(shared.add_report["added"])
+
+
+def test_remove_and_add_back(shared: SharedLibrary, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    library = copy_library(shared.library, tmp_path / "lib")
+    before = len(MusicLibrary(library))
+    code, out, _ = run_cli(["library", "remove", "defeat", "sad", "--library", str(library), "--json"], capsys)
+    assert code == 0 and [t["id"] for t in json.loads(out)] == ["defeat", "sad"]
+    opened = MusicLibrary(library)
+    assert len(opened) == before - 2 and "defeat" not in opened and "victory" in opened
+
+    # An unknown id removes nothing.
+    code, _, err = run_cli(["library", "remove", "victory", "no-such-track", "--library", str(library)], capsys)
+    assert code == 1 and "unknown id(s): 'no-such-track'" in err
+    assert "victory" in MusicLibrary(library)
+
+    # Adding a removed track back reuses its stored tokens (no encoder needed).
+    code, out, _ = run_cli(
+        ["library", "add", str(shared.tracks[0]), "--library", str(library), "--ast", str(tmp_path / "none"), "--json"],
+        capsys,
+    )
+    report = json.loads(out)
+    assert code == 0 and [t["id"] for t in report["added"]] == ["defeat"] and report["encoded"] == 0
+    assert len(MusicLibrary(library)) == before - 1
+
+
+# ---------------------------------------------------------------------------------------------------- bad inputs
+
+
+def test_bad_files_are_reported_and_the_rest_is_added(
+    shared: SharedLibrary, debian_music: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "corrupt.ogg").write_bytes(os.urandom(4096))
+    (bad / "empty.ogg").write_bytes(b"")
+    (bad / "notes.txt").write_text("not music")
+    silent_video = write_test_video(bad / "silent-film.mp4", seconds=2, audio=False)
+    truncated = write_truncated_copy(debian_music["wesnoth"] / "defeat.ogg", bad / "cut.ogg", 0.001)
+    good = debian_music["wesnoth"] / "victory.ogg"
+    library = tmp_path / "lib"
+    code, out, _ = run_cli(
+        [
+            "library",
+            "add",
+            str(bad / "corrupt.ogg"),
+            str(bad / "empty.ogg"),
+            str(bad / "notes.txt"),
+            str(silent_video),
+            str(truncated),
+            str(tmp_path / "missing.ogg"),
+            str(good),
+            "--library",
+            str(library),
+            "--ast",
+            str(shared.setup.ast_dir),
+            "--dtype",
+            "fp32",
+            "--json",
+        ],
+        capsys,
+    )
+    report = json.loads(out)
+    assert code == 1
+    assert [t["id"] for t in report["added"]] == ["victory"]
+    reasons = {Path(f["path"]).name: f["reason"] for f in report["failures"]}
+    assert set(reasons) == {"corrupt.ogg", "empty.ogg", "notes.txt", "silent-film.mp4", "cut.ogg", "missing.ogg"}
+    assert "not a readable media file" in reasons["corrupt.ogg"]
+    assert reasons["empty.ogg"] == "empty file (0 bytes)"
+    assert "not a readable media file" in reasons["notes.txt"]
+    assert reasons["silent-film.mp4"] == "video has no audio track"
+    assert "not a readable media file" in reasons["cut.ogg"]
+    assert reasons["missing.ogg"] == "not found"
+    assert MusicLibrary(library).store.verify() == {"music": 1}
+
+
+def test_a_track_past_the_horizon_keeps_its_length_and_is_flagged(
+    debian_music: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = make_tiny_setup(tmp_path / "models")
+
+    class CountingEncoder:
+        """Stands in for the AST (its cost is not the point here): zero tokens over the real window layout."""
+
+        spec = setup.music_spec
+        calls: list[int] = []
+
+        def encode(self, samples: np.ndarray, sample_rate: int, source: str) -> MusicTokens:
+            self.calls.append(len(samples))
+            layout = window_layout(len(samples) / sample_rate)
+            return MusicTokens(np.zeros((len(layout.mask), self.spec.dim), np.float32), layout.mask.copy())
+
+    encoder = CountingEncoder()
+    library = MusicLibrary.create(tmp_path / "lib", setup.music_spec)
+    report = library.add_files([debian_music["wesnoth"] / "knalgan_theme.ogg"], encoder)
+    assert encoder.calls == [240 * 16000]  # only the horizon is decoded and encoded
+    (track,) = report.added
+    assert track.duration == pytest.approx(557.2, abs=0.1) and track.beyond_horizon
+    assert "557.2 s long: only its first 240 s" in report.warnings[0].reason
+    code, out, _ = run_cli(["library", "list", "--library", str(tmp_path / "lib")], capsys)
+    assert code == 0 and "9:17.2 *" in out and "only the first 240 s can be found" in out
+
+
+def test_another_ast_is_refused(shared: SharedLibrary, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = make_tiny_setup(tmp_path / "other", seed=1)
+    library = copy_library(shared.library, tmp_path / "lib")
+    new_file = tmp_path / "new.ogg"
+    shutil.copyfile(shared.tracks[0], new_file)
+    with open(new_file, "ab") as handle:  # other content, so it needs encoding
+        handle.write(b"\0")
+    code, _, err = run_cli(
+        ["library", "add", str(new_file), "--library", str(library), "--ast", str(other.ast_dir)], capsys
+    )
+    assert code == 1
+    assert "feature spec mismatch for music" in err and "encoder:" in err
+    assert len(MusicLibrary(library)) == len(shared.add_report["added"])
+
+
+def test_libraries_from_a_newer_version_or_broken_are_refused(
+    shared: SharedLibrary, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    newer = copy_library(shared.library, tmp_path / "newer")
+    (newer / "library.json").write_text(json.dumps({"format": "mgsv-music-library", "format_version": 99}))
+    code, _, err = run_cli(["library", "list", "--library", str(newer)], capsys)
+    assert code == 1 and "written by a newer mgsv (library format 99" in err
+
+    code, _, err = run_cli(["library", "list", "--library", str(tmp_path / "nowhere")], capsys)
+    assert code == 1 and "no music library here" in err
+
+    not_library = tmp_path / "plain"
+    not_library.mkdir()
+    (not_library / "x.txt").write_text("x")
+    code, _, err = run_cli(["library", "list", "--library", str(not_library)], capsys)
+    assert code == 1 and "not a music library" in err
+
+    broken = copy_library(shared.library, tmp_path / "broken")
+    for leftover in broken.glob("tracks.sqlite*"):
+        leftover.unlink()
+    (broken / "tracks.sqlite").write_bytes(b"this is not a database" * 100)
+    code, _, err = run_cli(["library", "list", "--library", str(broken)], capsys)
+    assert code == 1 and "tracks.sqlite" in err and "unreadable" in err
+
+
+def test_one_writer_at_a_time(shared: SharedLibrary, tmp_path: Path) -> None:
+    library = MusicLibrary(copy_library(shared.library, tmp_path / "lib"))
+    with library.writer():
+        with pytest.raises(StoreBusyError, match="another process is writing"):
+            with library.writer():
+                pass
+
+
+# ---------------------------------------------------------------------------------------------------- crash safety
+
+
+KILLED_ADD = textwrap.dedent(
+    """
+    import sys
+    from mgsv.encoders.ast import AstMusicEncoder
+    from mgsv.search.library import MusicLibrary
+
+    encoder = AstMusicEncoder.from_pretrained(sys.argv[2], dtype="float32", batch_size=32)
+    library = MusicLibrary.open_or_create(sys.argv[1], encoder.spec)
+    library.add_files(sys.argv[3:], encoder, commit_every=1)
+    """
+)
+
+
+def committed_tracks(db: Path) -> int:
+    try:
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(connection.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return 0  # not created yet, or mid-write
+
+
+@pytest.mark.slow
+def test_add_killed_with_sigkill_loses_nothing_added(
+    shared: SharedLibrary, debian_music: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wesnoth = debian_music["wesnoth"]
+    files = [
+        wesnoth / "defeat2.ogg",
+        wesnoth / "victory2.ogg",
+        debian_music["hyperrogue"] / "hr-savino-ocean.ogg",
+        wesnoth / "elf-land.ogg",
+        wesnoth / "transience.ogg",
+    ]
+    library = tmp_path / "lib"
+    script = tmp_path / "add.py"
+    script.write_text(KILLED_ADD)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(library), str(shared.setup.ast_dir), *map(str, files)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while committed_tracks(library / "tracks.sqlite") < 2:
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "the add never committed two tracks"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    # Whatever the kill interrupted: the library opens, every listed track has its tokens, the store verifies.
+    survivor = MusicLibrary(library)
+    committed = survivor.tracks()
+    assert 2 <= len(committed) < len(files)
+    stored = set(survivor.features().ids)
+    assert all(t.content_hash in stored for t in committed)
+    survivor.store.verify()
+
+    code, out, _ = run_cli(
+        [
+            "library",
+            "add",
+            *map(str, files),
+            "--library",
+            str(library),
+            "--ast",
+            str(shared.setup.ast_dir),
+            "--dtype",
+            "fp32",
+            "--json",
+        ],
+        capsys,
+    )
+    report = json.loads(out)
+    assert code == 0
+    assert sorted(i for _, i in ((a["path"], a["id"]) for a in report["already"])) == sorted(t.id for t in committed)
+    assert report["encoded"] <= len(files) - len(committed)
+    final = MusicLibrary(library)
+    assert sorted(t.id for t in final.tracks()) == sorted(f.stem for f in files)
+    assert final.store.verify() == {"music": len(files)}
+
+
+# ---------------------------------------------------------------------------------------------------- model cache
+
+
+def test_model_cache_is_reused_and_updated_when_tracks_change(shared: SharedLibrary, tmp_path: Path) -> None:
+    model, _ = load_checkpoint(shared.setup.checkpoint)
+    path = copy_library(shared.library, tmp_path / "lib")
+    library = MusicLibrary(path)
+    first = library.encoded(model)
+    cache = path / "cache" / f"{model_fingerprint(model)}.safetensors"
+    assert cache.is_file() and len(first.tracks) == len(library)
+
+    # A fresh process (here: a fresh instance) reads the cache instead of encoding.
+    reread = MusicLibrary(path).encoded(model)
+    assert [t.id for t in reread.tracks] == [t.id for t in first.tracks]
+    assert torch.equal(reread.music.xpool.grams, first.music.xpool.grams)
+    assert torch.equal(reread.music.tokens, first.music.tokens)
+
+    # Removing tracks drops their rows; adding one encodes only it. The result equals encoding from scratch.
+    library.remove(["defeat", "sad"])
+    rng = np.random.default_rng(3)
+    with library.writer() as writer:
+        writer.add_tokens(
+            rng.standard_normal((96, 32)).astype(np.float32),
+            np.arange(96) < 30,
+            path=tmp_path / "new.ogg",
+            content_hash="f" * 64,
+            duration=73.0,
+        )
+    updated = library.encoded(model)
+    assert {t.id for t in updated.tracks} == {t.id for t in library.tracks()}
+    shutil.rmtree(path / "cache")
+    scratch = MusicLibrary(path).encoded(model)
+    order = {t.id: i for i, t in enumerate(scratch.tracks)}
+    rows = torch.tensor([order[t.id] for t in updated.tracks])
+    video = model.encode_video(torch.randn(1, 7, 16), torch.ones(1, 7, dtype=torch.bool))
+    with torch.inference_mode():
+        incremental = model.relevance(video, updated.music)
+        fresh = model.relevance(video, scratch.music.select(rows))
+    torch.testing.assert_close(incremental, fresh, rtol=1e-5, atol=1e-5)
+
+
+def test_model_fingerprint_follows_the_weights(tmp_path: Path) -> None:
+    setup = make_tiny_setup(tmp_path / "a")
+    model, _ = load_checkpoint(setup.checkpoint)
+    same, _ = load_checkpoint(setup.checkpoint)
+    assert model_fingerprint(model) == model_fingerprint(same)
+    with torch.no_grad():
+        next(same.parameters()).view(-1)[0] += 1e-3
+    assert model_fingerprint(model) != model_fingerprint(same)
+
+
+def test_synthetic_library_and_empty_library_errors(tmp_path: Path) -> None:
+    setup = make_tiny_setup(tmp_path / "models")
+    model, _ = load_checkpoint(setup.checkpoint)
+    empty = MusicLibrary.create(tmp_path / "empty", setup.music_spec)
+    with pytest.raises(InputError, match="has no tracks"):
+        empty.encoded(model)
+    library = make_synthetic_library(tmp_path / "lib", setup.music_spec, [30.0, 250.0])
+    assert [t.beyond_horizon for t in library.tracks()] == [False, True]
+    with pytest.raises(UnknownIdsError, match="'nope'"):
+        library.track("nope")
