@@ -19,6 +19,7 @@ from mgsv.models.registry import (
     param_groups,
     parameter_counts,
 )
+from mgsv.models import baselines  # noqa: E402, F401, I001  (registers the baseline presets)
 
 __all__ = [
     "Detection", "MaDe", "MaDeConfig", "MaDeOutput", "MusicEncoding", "Preset", "Relevance", "TrainingRecipe",

@@ -8,17 +8,41 @@ the music time axis, normalised by the 240 s horizon like MaDe's.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mgsv.errors import MgsvError
 from mgsv.models.layers import FeedForward, ModelInputError, MultiHeadAttention, TokenLayout, check_tokens
 from mgsv.models.made import Detection
+from mgsv.models.registry import TrainingRecipe
+
+# The baselines' own optimiser settings (lr 1e-4, weight decay 1e-4 in all five DETR repositories, CONQUER and MVPt
+# alike); everything else (batch 512, warmup-cosine schedule, epochs, early stopping, loss weights) is MGSV's
+# official recipe, so that every system trains with the same budget and loss.
+BASELINE_RECIPE = TrainingRecipe(lr={"enhancement": 1e-4, "matching": 1e-4, "detection": 1e-4}, weight_decay=1e-4)
+
+
+
+class CapabilityError(MgsvError):
+    """A model was asked for something it cannot do (e.g. ranking tracks with a grounding-only model)."""
+
+
+def can_rank(model: nn.Module) -> bool:
+    """Whether the model scores (video, track) pairs (`relevance`): V2MR and the ranking half of MsG."""
+    return callable(getattr(model, "relevance", None))
+
+
+def can_ground(model: nn.Module) -> bool:
+    """Whether the model predicts moments (`detect`): SmG and the moment half of MsG."""
+    return callable(getattr(model, "detect", None))
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Configs
@@ -27,11 +51,11 @@ from mgsv.models.made import Detection
 class ConfigChecks:
     """Mixin for config dataclasses: `to_dict`, and field validation declared by the subclass."""
 
-    POSITIVE: tuple[str, ...] = ()
-    NON_NEGATIVE: tuple[str, ...] = ()
-    FRACTIONS: tuple[str, ...] = ()  # dropout-like values in [0, 1)
-    FLAGS: tuple[str, ...] = ()
-    CHOICES: dict[str, tuple[str, ...]] = {}
+    POSITIVE: ClassVar[tuple[str, ...]] = ()
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ()
+    FRACTIONS: ClassVar[tuple[str, ...]] = ()  # dropout-like values in [0, 1)
+    FLAGS: ClassVar[tuple[str, ...]] = ()
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def problems(self) -> list[str]:
         """Every invalid field, as messages (empty when the config is valid)."""
@@ -336,7 +360,7 @@ def zero_last_layer(mlp: nn.Module) -> None:
 def mlp_parameters(input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> int:
     """Parameter count of `MLP(input_dim, hidden_dim, output_dim, num_layers)` (for `omitted_parameters`)."""
     dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-    return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    return sum(a * b + b for a, b in itertools.pairwise(dims))
 
 
 def sine_anchor_embedding(anchors: Tensor, dim_per_coordinate: int) -> Tensor:

@@ -23,6 +23,8 @@ from torch import Tensor
 from mgsv.models.made import Detection
 from mgsv.training.losses import LossWeights, generalized_iou, infonce, span_cw_to_se
 
+DEFAULT_WEIGHTS = LossWeights()  # MaDe's official loss weights
+
 
 @dataclass(frozen=True)
 class MatchingCosts:
@@ -68,7 +70,7 @@ def layer_losses(spans: Tensor, logits: Tensor, target: Tensor, eos_coef: float,
 
 
 def set_prediction_losses(detection: Detection, target_spans: Tensor,
-                          weights: LossWeights = LossWeights()) -> dict[str, Tensor]:
+                          weights: LossWeights = DEFAULT_WEIGHTS) -> dict[str, Tensor]:
     """Detection losses of every decoder layer (matched per layer) plus `L_loc` and `L_total` (no retrieval term).
 
     target_spans [B, 1, 2] normalised (centre, width), as the trainer passes it to every model.
@@ -92,7 +94,7 @@ def set_prediction_losses(detection: Detection, target_spans: Tensor,
     return losses
 
 
-def retrieval_losses(similarity: Tensor, logit_scale: Tensor, weights: LossWeights = LossWeights()) -> dict[str, Tensor]:
+def retrieval_losses(similarity: Tensor, logit_scale: Tensor, weights: LossWeights = DEFAULT_WEIGHTS) -> dict[str, Tensor]:
     """The symmetric InfoNCE of a [B, B] video-track similarity (diagonal positives) as `L_ret` and `L_total`."""
     loss = infonce(similarity, logit_scale)
     return {"L_ret": loss, "L_total": weights.retrieval * loss}
