@@ -328,3 +328,23 @@ def test_token_layout_packs_by_decreasing_length_and_round_trips() -> None:
     assert [b.length for b in layout.buckets] == [4, 2]
     assert [b.items.tolist() for b in layout.buckets] == [[1, 3], [0, 2]]
     assert torch.equal(layout.unpack(rows), x * mask[..., None])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# mgsv models
+
+
+def test_models_command_lists_presets_with_group_counts(capsys) -> None:
+    from mgsv.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["models", "--json"])
+    assert exit_info.value.code in (0, None)
+    presets = {row["name"]: row for row in json.loads(capsys.readouterr().out)["presets"]}
+    assert presets["made"]["parameters"] == {"enhancement": 2_039_296, "matching": 330_497, "detection": 8_165_124,
+                                             "total": 10_534_917}
+    assert presets["made-paper"]["learning_rates"] == {"enhancement": 1e-4, "matching": 1e-4, "detection": 1e-4}
+    with pytest.raises(SystemExit):
+        main(["models"])
+    table = capsys.readouterr().out
+    assert "10,534,917" in table and "made-paper" in table
