@@ -3,9 +3,9 @@
 Two ideas keep these blocks fast on CPUs without changing any result:
 
 - **Packed tokens.** A batch of padded sequences is carried between attention calls as the valid rows only
-  (`TokenLayout.pack`), so projections, feed-forward layers and norms never compute padding. Attention unpacks to
-  the padded layout, masks padded keys and packs again. Valid rows never see padded ones, so the values are those
-  of the padded computation (padded rows simply do not exist).
+  (`TokenLayout.pack`), so projections, feed-forward layers and norms never compute padding. Attention unpacks
+  items of similar length together (a bucket, padded to its own longest item), masks padded keys and packs again.
+  Valid rows never see padded ones, so the values are those of the padded computation.
 - **Query-side folding** (`MultiHeadAttention.attend_few`). With few queries per item (DETR's moment query), the key
   and value projections of a long memory cost far more than the attention itself. Per head,
   q.(W_k m + b_k) = (W_k^T q).m + q.b_k and sum_l a_l (W_v m_l + b_v) = W_v (sum_l a_l m_l) + b_v (the weights a sum
