@@ -5,6 +5,7 @@ from mgsv.cli import data  # noqa: F401
 from mgsv.cli import data_split  # noqa: F401
 from mgsv.cli import data_synthetic  # noqa: F401
 from mgsv.cli import extract  # noqa: F401
+from mgsv.cli import ground  # noqa: F401
 from mgsv.cli import library  # noqa: F401
 from mgsv.cli import models  # noqa: F401
 from mgsv.cli import render  # noqa: F401

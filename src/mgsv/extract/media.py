@@ -76,7 +76,7 @@ def decode_track(path: str | os.PathLike[str]) -> DecodedTrack:
         raise InputError(
             path, f"digital silence (no sample above {SILENCE_DBFS:g} dBFS): there is no music to ground a video on"
         )
-    header = info.duration
+    header = info.audio.duration if info.audio and info.audio.duration else info.duration
     reached_horizon = decoded >= MUSIC_HORIZON_S - 1.0 / SAMPLE_RATE
     if header is not None and not reached_horizon:
         missing = min(header, MUSIC_HORIZON_S) - decoded
@@ -84,8 +84,12 @@ def decode_track(path: str | os.PathLike[str]) -> DecodedTrack:
             raise InputError(
                 path, f"truncated or damaged: the header says {header:.1f} s but only {decoded:.1f} s of audio decode"
             )
-    # Past 240 s only the header knows the length (decoding stopped there); below it the samples are the truth.
-    duration = max(decoded, header or 0.0) if reached_horizon else decoded
+    if reached_horizon:  # decoding stopped at 240 s: only the header knows the length
+        duration = max(decoded, header or 0.0)
+    else:
+        # Decoders can emit a few hundred ms past the end the stream declares (Vorbis end trimming); the shorter
+        # of the two is the length a renderer will honour (mgsv.media.render trusts the stream's duration).
+        duration = min(decoded, header) if header else decoded
     return DecodedTrack(path=path, samples=samples, duration=float(duration), tags=dict(info.tags))
 
 

@@ -1,0 +1,146 @@
+"""Grounding latency: one query video against a music library of thousands of tracks, after the library is built.
+
+Builds (or reuses, with --workdir) a synthetic library of random AST tokens with realistic lengths (track durations
+drawn around MGSV-EC's ~140 s mean, so ~56 of 96 windows valid on average; no audio is decoded) and a real-size
+random `made` checkpoint, then times `Grounder.ground_features` on 30 s of CLIP frame features: everything after
+CLIP (encode_video, p_s against every track, detection on the top k, moment placement). Also timed:
+
+- the one-off cost of the library's model cache (encode_music of every track) and of reading it back from disk,
+- CLIP ViT-B/32 at real size (random weights) on 30 frames of 720p, the part that precedes grounding.
+
+    nice .venv/bin/python benchmarks/bench_ground.py                        # 4,000 tracks, 2 threads
+    nice .venv/bin/python benchmarks/bench_ground.py --tracks 4000 --workdir /tmp/bench-ground --repeats 30
+
+Numbers are wall-clock seconds; p50 / p95 over --repeats queries (each with new random frame features).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mgsv.features.spec import DEFAULT_SPECS, MUSIC_SPEC, VIDEO_SPEC
+from mgsv.models.checkpoint import load_checkpoint, save_checkpoint
+from mgsv.models.registry import build_model
+from mgsv.search.grounder import Grounder, checkpoint_specs
+from mgsv.search.library import MusicLibrary
+
+
+def build_library(folder: Path, tracks: int, seed: int) -> MusicLibrary:
+    """A library of `tracks` synthetic tracks (random tokens, durations ~ N(140 s, 50 s) clipped to 15-300 s)."""
+    library = MusicLibrary.create(folder, MUSIC_SPEC)
+    rng = np.random.default_rng(seed)
+    durations = np.clip(rng.normal(140.0, 50.0, tracks), 15.0, 300.0)
+    with library.writer(commit_every=tracks) as writer:
+        for number, duration in enumerate(durations):
+            windows = min(96, int(min(duration, 240.0) // 2.5) + 1)
+            tokens = (0.5 * rng.standard_normal((windows, MUSIC_SPEC.dim))).astype(np.float32)
+            writer.add_tokens(tokens, np.ones(windows, dtype=bool), path=folder / f"track-{number}.ogg",
+                              content_hash=f"{number:064x}", duration=float(duration))  # fmt: skip
+    return library
+
+
+def percentiles(values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return (
+        f"p50 {statistics.median(ordered) * 1000:7.1f} ms   p95 {p95 * 1000:7.1f} ms   "
+        f"min {ordered[0] * 1000:7.1f} ms   (n={len(ordered)})"
+    )
+
+
+def time_queries(grounder: Grounder, library: MusicLibrary, repeats: int, **options: object) -> list[float]:
+    rng = np.random.default_rng(1)
+    times = []
+    for _ in range(repeats):
+        feats = rng.standard_normal((30, VIDEO_SPEC.dim)).astype(np.float32)
+        start = time.perf_counter()
+        grounder.ground_features(feats, 30.0, library, **options)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_clip(repeats: int) -> list[float]:
+    """Seconds to CLIP-encode 30 frames of 720p with a real-size ViT-B/32 (random weights) in the auto dtype."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from mgsv.encoders.clip import ClipFrameEncoder
+    from mgsv.encoders.loading import resolve_dtype
+
+    dtype = resolve_dtype("auto", torch.device("cpu"))
+    torch.manual_seed(0)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(patch_size=32, image_size=224, projection_dim=512))
+    model = model.eval().requires_grad_(False).to(dtype)
+    encoder = ClipFrameEncoder(model, VIDEO_SPEC.encoder, torch.device("cpu"), batch_size=32)
+    frames = np.random.default_rng(0).integers(0, 256, (30, 720, 1280, 3), dtype=np.uint8)
+    encoder.encode(frames[:2])  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        encoder.encode(frames)
+        times.append(time.perf_counter() - start)
+    print(f"CLIP encoder dtype: {dtype}")
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracks", type=int, default=4000)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--workdir", type=Path, default=None, help="Keep (and reuse) the library and checkpoint here.")
+    parser.add_argument("--skip-clip", action="store_true", help="Do not time the real-size CLIP encoder.")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ground-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    checkpoint = workdir / "checkpoint"
+    if not checkpoint.exists():
+        torch.manual_seed(0)
+        save_checkpoint(build_model("made"), checkpoint, feature_specs=DEFAULT_SPECS)
+    library_dir = workdir / f"library-{args.tracks}"
+    if not (library_dir / "library.json").exists():
+        start = time.perf_counter()
+        build_library(library_dir, args.tracks, seed=0)
+        print(f"built a {args.tracks}-track synthetic library in {time.perf_counter() - start:.1f} s: {library_dir}")
+    library = MusicLibrary(library_dir)
+    model, info = load_checkpoint(checkpoint)
+    grounder = Grounder(model, checkpoint_specs(info.feature_specs, str(checkpoint)), source=str(checkpoint))
+    print(f"{len(library)} tracks, real-size made ({sum(p.numel() for p in model.parameters()):,} parameters), "
+          f"{args.threads} threads")  # fmt: skip
+
+    cache = next((library_dir / "cache").glob("*.safetensors"), None)
+    start = time.perf_counter()
+    library.encoded(model)
+    label = "read the model cache from disk" if cache else "built the model cache (encode_music of every track)"
+    print(f"{label}: {time.perf_counter() - start:.2f} s")
+    start = time.perf_counter()
+    MusicLibrary(library_dir).encoded(model)
+    print(f"read the model cache from disk (fresh library object): {time.perf_counter() - start:.2f} s")
+
+    specs = checkpoint_specs(info.feature_specs, str(checkpoint))
+    runs = {
+        "fp32": (grounder, {}),
+        "fp32, fit-duration": (grounder, {"fit_duration": True}),
+        "bf16 autocast": (Grounder(model, specs, precision="bf16"), {}),
+    }
+    for name, (runner, extra) in runs.items():
+        time_queries(runner, library, 2, top=args.top, **extra)  # warm-up
+        times = time_queries(runner, library, args.repeats, top=args.top, **extra)
+        print(f"ground (after CLIP), top-{args.top}, {name:18} {percentiles(times)}")
+    if not args.skip_clip:
+        clip_times = time_clip(max(3, args.repeats // 4))
+        print(f"CLIP ViT-B/32, 30 frames of 720p:                {percentiles(clip_times)}  "
+              f"({statistics.median(clip_times) / 30 * 1000:.1f} ms per frame)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""`mgsv ground`: find the music for a video (or a folder of them) in a music library, optionally rendered."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mgsv.cli import app
+from mgsv.cli.extract import DEFAULT_CLIP, DtypeChoice, print_problems, progress_bars
+
+
+class SnapChoice(str, Enum):
+    beats = "beats"
+
+
+def _render_targets(render: Path, videos: list[Path]) -> dict[Path, Path]:
+    """Output file per video: `render` itself for one video, else `render`/<stem>.mp4 (a folder)."""
+    if len(videos) == 1 and not render.is_dir():
+        return {videos[0]: render}
+    render.mkdir(parents=True, exist_ok=True)
+    targets: dict[Path, Path] = {}
+    used: set[str] = set()
+    for video in videos:
+        name, number = video.stem, 2
+        while name in used:
+            name, number = f"{video.stem}-{number}", number + 1
+        used.add(name)
+        targets[video] = render / f"{name}.mp4"
+    return targets
+
+
+@app.command("ground")
+def ground_command(
+    videos: Annotated[list[Path], typer.Argument(help="Video files or folders of videos (searched recursively).")],
+    library: Annotated[Path, typer.Option("--library", "-l", help="The music library folder (mgsv library add).")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="A trained model's checkpoint folder.")],
+    clip: Annotated[str, typer.Option("--clip", help="CLIP model: hub id or local folder.")] = DEFAULT_CLIP,
+    encoder_id: Annotated[
+        str | None, typer.Option("--encoder-id", help="Encoder id of a local CLIP folder (for a copy of a hub model).")
+    ] = None,
+    dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="CLIP precision (auto: bf16 where native).")] = (
+        DtypeChoice.auto
+    ),
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Tracks (one moment each) per video.")] = 5,
+    fit_duration: Annotated[
+        bool, typer.Option("--fit-duration", help="Moments exactly as long as the video; shorter tracks are skipped.")
+    ] = False,
+    snap: Annotated[
+        SnapChoice | None, typer.Option("--snap", help="Move each moment's start onto a beat (needs librosa).")
+    ] = None,
+    window: Annotated[
+        float, typer.Option("--window", min=0.0, help="Videos longer than 50 s: second the 50 s of frames start at.")
+    ] = 0.0,
+    render: Annotated[
+        Path | None,
+        typer.Option("--render", help="Write the video with its top moment as soundtrack (a folder for several)."),
+    ] = None,
+    keep_audio: Annotated[
+        float, typer.Option("--keep-audio", min=0.0, help="With --render: gain of the video's own audio in the mix.")
+    ] = 0.0,
+    force: Annotated[bool, typer.Option("--force", help="With --render: overwrite existing outputs.")] = False,
+    device: Annotated[str, typer.Option("--device", help="Torch device.")] = "cpu",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Rank every library track for each video by relevance and give the best moment of the top tracks.
+
+    Moments are in seconds of the track. Failures (unreadable videos, ...) are reported at the end and make the
+    exit code 1; the other videos are still grounded.
+    """
+    from mgsv.errors import MgsvError
+    from mgsv.extract.discover import find_media
+    from mgsv.extract.problems import Problem, problem_for
+    from mgsv.media.decode import read_video_frames
+    from mgsv.search.grounder import Grounder, render_moment
+    from mgsv.search.library import MusicLibrary
+
+    if snap is not None:
+        from mgsv.search.beats import require_librosa
+
+        require_librosa()  # a missing extra fails the command at once, not every video one by one
+    found = find_media(videos, "video")
+    failures = [Problem(str(p), r) for p, r in found.problems]
+    music_library = MusicLibrary(library)
+    grounder = Grounder.from_checkpoint(checkpoint, clip, encoder_id=encoder_id, dtype=dtype.value, device=device)
+    grounder.check_library(music_library)
+    targets = _render_targets(render, found.files) if render is not None and found.files else {}
+    results: list[dict[str, Any]] = []
+    with progress_bars(not json_output) as progress:
+        music_library.encoded(grounder.model, device=device, progress=progress)  # the cache, built once if needed
+        for index, video in enumerate(found.files):
+            try:
+                frames = read_video_frames(video, window_start=window)
+                moments = grounder.ground_frames(
+                    frames, music_library, top, fit_duration=fit_duration, snap=snap.value if snap else None
+                )
+                result: dict[str, Any] = {
+                    "video": str(video),
+                    "duration": round(frames.duration, 3),
+                    "window_start": window,
+                    "frames": len(frames),
+                    "moments": [m.to_dict() for m in moments],
+                    "rendered": None,
+                }
+                if video in targets and moments:
+                    rendered = render_moment(video, moments[0], targets[video], frames.duration, keep_audio, force)
+                    result["rendered"] = rendered.to_json()
+                results.append(result)
+            except MgsvError as exc:
+                failures.append(problem_for(video, exc))
+            if progress:
+                progress("ground", index + 1, len(found.files))
+    if json_output:
+        typer.echo(json.dumps({"results": results, "failures": [p.to_dict() for p in failures]}))
+    else:
+        _print_results(Console(), results)
+        print_problems(Console(), "failed", failures, "bold red")
+    if failures or not found.files:
+        raise typer.Exit(code=1)
+
+
+def _print_results(console: Console, results: list[dict[str, Any]]) -> None:
+    for result in results:
+        table = Table(title=f"{escape(result['video'])} ({result['duration']:.1f} s)", title_justify="left")
+        for column in ("#", "track", "title", "start", "end", "score", "notes"):
+            table.add_column(
+                column, justify="right" if column in ("#", "start", "end", "score") else "left", overflow="fold"
+            )
+        for m in result["moments"]:
+            notes = list(m["notes"]) + (["on a beat"] if m["snapped"] else [])
+            table.add_row(
+                str(m["rank"]),
+                escape(m["track_id"]),
+                escape(m["title"] or ""),
+                f"{m['start_s']:.2f}",
+                f"{m['end_s']:.2f}",
+                f"{m['score']:.3f}",
+                escape("; ".join(notes)),
+            )
+        console.print(table)
+        if result["rendered"]:
+            console.print(f"rendered: {escape(result['rendered']['path'])}", highlight=False, soft_wrap=True)

@@ -1,0 +1,319 @@
+"""Ground a video in a music library: which tracks fit it, and which moment of each (the Python API of `mgsv ground`).
+
+    grounder = Grounder.from_checkpoint("runs/made/checkpoints/best", clip="openai/clip-vit-base-patch32")
+    library = MusicLibrary("my-library")
+    for moment in grounder.ground("clip.mp4", library, top=5):
+        print(moment.track_id, moment.start_s, moment.end_s, moment.score)
+
+Steps: decode 1 fps frames (at most 50, from `window_start`), CLIP-encode them, `encode_video`, p_s against every
+track of the library (the library's music-side work comes from its per-model cache), detection on the top k,
+moments in seconds placed inside their tracks (see `mgsv.search.ranker`), best score first. Feature specs are
+checked at the boundary: CLIP's must be the checkpoint's video spec and the library's its music spec.
+
+Video longer than a track: by default every track is ranked, and a track shorter than the video gets its best
+(partial) moment with `track_too_short=True`. With `fit_duration=True` every moment is exactly as long as the
+video, so tracks shorter than the video are skipped; if no track is long enough, grounding fails with a message
+naming the longest track.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mgsv.errors import InputError, SpecMismatchError
+from mgsv.features.spec import FeatureSpec
+from mgsv.search import ranker
+from mgsv.search.library import MusicLibrary, Track
+
+if TYPE_CHECKING:
+    import torch
+
+    from mgsv.encoders.clip import ClipFrameEncoder
+    from mgsv.media.decode import VideoFrames
+    from mgsv.media.render import RenderResult
+
+log = logging.getLogger(__name__)
+
+SNAP_CHOICES = ("beats",)
+
+
+@dataclass(frozen=True)
+class GroundedMoment:
+    """One track's moment for a video: where to cut the music, and how well the track fits."""
+
+    rank: int  # 1 = best
+    track_id: str
+    title: str | None
+    artist: str | None
+    licence: str | None
+    path: str  # the music file
+    start_s: float
+    end_s: float
+    score: float  # p_s = S0 + S1 in [-2, 2]
+    track_duration: float
+    track_too_short: bool = False  # the whole track is shorter than the video
+    snapped: bool = False  # the start was moved onto a beat
+    notes: tuple[str, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        """Length of the moment in seconds."""
+        return self.end_s - self.start_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """The moment as plain JSON types (seconds rounded to milliseconds)."""
+        data = asdict(self)
+        for key in ("start_s", "end_s", "track_duration"):
+            data[key] = round(data[key], 3)
+        data["score"] = round(self.score, 6)
+        data["notes"] = list(self.notes)
+        return data
+
+
+def checkpoint_specs(feature_specs: Mapping[str, Any], where: str) -> dict[str, FeatureSpec]:
+    """The checkpoint's video and music specs as FeatureSpecs; a checkpoint without them cannot be checked."""
+    specs = {}
+    for modality in ("video", "music"):
+        if modality not in feature_specs:
+            raise SpecMismatchError(
+                f"{where}: the checkpoint records no {modality} feature spec, so it is unknown which encoder its "
+                "features came from; re-save it with feature specs (mgsv train and mgsv convert record them)"
+            )
+        specs[modality] = FeatureSpec.from_dict(feature_specs[modality], where=f"{where} ({modality} spec)")
+    return specs
+
+
+class Grounder:
+    """A grounding model with its frame encoder; grounds videos in music libraries (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        feature_specs: Mapping[str, FeatureSpec],
+        clip: ClipFrameEncoder | None = None,
+        device: str = "cpu",
+        precision: str = "fp32",
+        source: str = "model",
+    ) -> None:
+        if precision not in ("fp32", "bf16"):
+            raise InputError("precision", f"must be fp32 or bf16, got {precision!r}")
+        self.model = model.to(device).eval()
+        self.video_spec = feature_specs["video"]
+        self.music_spec = feature_specs["music"]
+        self.device = device
+        self.precision = precision
+        self.source = source
+        self.clip = clip
+        if clip is not None:
+            self.video_spec.check_compatible(clip.spec, what=f"CLIP encoder {clip.encoder_id} vs checkpoint {source}")
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | os.PathLike[str],
+        clip: str | os.PathLike[str] | ClipFrameEncoder | None = "openai/clip-vit-base-patch32",
+        *,
+        encoder_id: str | None = None,
+        dtype: str = "auto",
+        device: str = "cpu",
+        precision: str = "fp32",
+    ) -> Grounder:
+        """Load a checkpoint folder and a CLIP encoder (hub id, local folder, a loaded encoder, or None)."""
+        from mgsv.models.checkpoint import load_checkpoint
+
+        model, info = load_checkpoint(checkpoint, map_location=device)
+        specs = checkpoint_specs(info.feature_specs, str(checkpoint))
+        if isinstance(clip, (str, os.PathLike)):
+            from mgsv.encoders.clip import ClipFrameEncoder
+
+            clip = ClipFrameEncoder.from_pretrained(clip, device=device, dtype=dtype, encoder_id=encoder_id)
+        return cls(model, specs, clip, device=device, precision=precision, source=str(checkpoint))
+
+    def check_library(self, library: MusicLibrary) -> None:
+        """Refuse a library whose tokens were made with another music spec than the checkpoint's."""
+        self.music_spec.check_compatible(library.spec, what=f"library {library.root} vs checkpoint {self.source}")
+
+    # -- grounding --------------------------------------------------------------------------------------------
+
+    def ground(
+        self,
+        video: str | os.PathLike[str],
+        library: MusicLibrary,
+        top: int = 5,
+        *,
+        fit_duration: bool = False,
+        snap: str | None = None,
+        window_start: float = 0.0,
+    ) -> list[GroundedMoment]:
+        """Decode a video file and ground it (see the module docstring)."""
+        from mgsv.media.decode import read_video_frames
+
+        frames = read_video_frames(video, window_start=window_start)
+        return self.ground_frames(frames, library, top, fit_duration=fit_duration, snap=snap)
+
+    def ground_frames(
+        self,
+        frames: VideoFrames,
+        library: MusicLibrary,
+        top: int = 5,
+        *,
+        fit_duration: bool = False,
+        snap: str | None = None,
+    ) -> list[GroundedMoment]:
+        """Ground decoded frames (`mgsv.media.decode.read_video_frames`); CLIP encodes them here."""
+        if self.clip is None:
+            raise ValueError("this Grounder has no CLIP encoder: pass clip= or use ground_features")
+        feats = self.clip.encode(frames.frames, source=str(frames.path))
+        return self.ground_features(
+            feats, frames.duration, library, top, fit_duration=fit_duration, snap=snap, source=str(frames.path)
+        )
+
+    def ground_features(
+        self,
+        frame_feats: np.ndarray,
+        video_duration: float,
+        library: MusicLibrary,
+        top: int = 5,
+        *,
+        fit_duration: bool = False,
+        snap: str | None = None,
+        source: str = "video",
+    ) -> list[GroundedMoment]:
+        """Ground a video given its CLIP frame features [N, D] (made with the checkpoint's video spec)."""
+        import torch
+
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise InputError("--top", f"must be a whole number >= 1, got {top!r}")
+        if snap is not None and snap not in SNAP_CHOICES:
+            raise InputError("--snap", f"must be one of {', '.join(SNAP_CHOICES)}, got {snap!r}")
+        if snap == "beats":
+            from mgsv.search.beats import require_librosa
+
+            require_librosa()  # before any work: a missing extra is the user's to fix
+        feats = np.asarray(frame_feats, dtype=np.float32)
+        if feats.ndim != 2 or feats.shape[1] != self.video_spec.dim or len(feats) == 0:
+            raise InputError(source, f"frame features must be [frames, {self.video_spec.dim}], got {list(feats.shape)}")
+        self.check_library(library)
+        encoded = library.encoded(self.model, device=self.device)
+        with torch.inference_mode():
+            from mgsv.evaluation.protocol import autocast
+
+            frames = torch.from_numpy(feats)[None].to(self.device)
+            mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=self.device)
+            with autocast(self.precision, self.device):
+                video = self.model.encode_video(frames, mask)
+        scores = ranker.relevance_scores(self.model, video, encoded.parts, self.precision, self.device)
+        durations = np.array([t.duration for t in encoded.tracks])
+        eligible = None
+        if fit_duration:
+            eligible = durations >= video_duration
+            if not eligible.any():
+                longest = encoded.tracks[int(np.argmax(durations))]
+                raise InputError(
+                    source,
+                    (
+                        f"the video is {video_duration:.1f} s long but the longest track in the library is "
+                        f"{longest.duration:.1f} s ({longest.id}): no track can cover the whole video; ground without "
+                        "--fit-duration to get the best partial moments"
+                    ),
+                )
+        rows = ranker.top_rows(scores, top, eligible)
+        candidates = encoded.rows(rows)
+        predicted, centres = ranker.detect_moments(
+            self.model, video, candidates, np.arange(len(rows)), self.precision, self.device
+        )
+        moments = []
+        for rank, (row, (start, end), centre) in enumerate(zip(rows, predicted, centres, strict=True), start=1):
+            track = encoded.tracks[int(row)]
+            moments.append(
+                self._moment(
+                    rank,
+                    track,
+                    float(scores[row]),
+                    float(start),
+                    float(end),
+                    float(centre),
+                    video_duration,
+                    fit_duration,
+                    snap,
+                )
+            )
+        return moments
+
+    def _moment(
+        self,
+        rank: int,
+        track: Track,
+        score: float,
+        start: float,
+        end: float,
+        centre: float,
+        video_duration: float,
+        fit_duration: bool,
+        snap: str | None,
+    ) -> GroundedMoment:
+        notes: list[str] = []
+        too_short = track.duration < video_duration
+        if fit_duration:
+            placed = ranker.fit_to_length(centre, video_duration, track.duration)
+            assert placed is not None  # tracks too short were not eligible
+            start, end = placed
+        else:
+            start, end = ranker.clip_to_track(start, end, track.used_seconds)
+            if too_short:
+                notes.append(f"the track ({track.duration:.1f} s) is shorter than the video ({video_duration:.1f} s)")
+        snapped = False
+        if snap == "beats":
+            from mgsv.search.beats import beat_times, snap_to_beat
+
+            try:
+                moved = snap_to_beat(start, end, beat_times(track.path, start), track.duration)
+            except InputError as exc:
+                notes.append(f"not snapped: cannot read the track ({exc.problem})")
+            else:
+                if moved is None:
+                    notes.append("not snapped: no beat found near the start that keeps the moment inside the track")
+                else:
+                    start, end = moved
+                    snapped = True
+        return GroundedMoment(
+            rank=rank,
+            track_id=track.id,
+            title=track.title,
+            artist=track.artist,
+            licence=track.licence,
+            path=track.path,
+            start_s=start,
+            end_s=end,
+            score=score,
+            track_duration=track.duration,
+            track_too_short=too_short,
+            snapped=snapped,
+            notes=tuple(notes),
+        )
+
+
+def render_moment(
+    video: str | os.PathLike[str],
+    moment: GroundedMoment,
+    out: str | os.PathLike[str],
+    video_duration: float,
+    keep_audio: float = 0.0,
+    force: bool = False,
+) -> RenderResult:
+    """Render `video` with the moment's track as its soundtrack, from the moment's start for the video's length.
+
+    The music runs on past the predicted end when the track has more (a video needs sound to its last frame); it
+    stops at the track's end, and `mgsv.media.render` fills the rest with silence.
+    """
+    from mgsv.media.render import render_with_music
+
+    end = min(moment.start_s + video_duration, moment.track_duration)
+    return render_with_music(video, Path(moment.path), moment.start_s, end, out=out, keep_audio=keep_audio, force=force)

@@ -1,0 +1,86 @@
+"""Two-stage music-set grounding for one video: p_s against every track, then detection on the top k.
+
+This is the paper's MsG protocol run for real (one moment per top-k track, REF §5, §6): `relevance` scores every
+(video, track) pair, `detect` predicts a moment only where it will be shown. Moments come out of the model as a
+normalised (centre, width) over the 240 s horizon and are turned into seconds, then placed inside the track:
+
+- `clip_to_track`: the official clipping to [0, min(240, track duration)] (REF §5). A moment that falls entirely
+  past the end of a short track would clip to nothing; it is moved back to end at the track's end instead.
+- `fit_to_length`: a moment of an exact length (the video's), centred on the prediction and shifted to stay inside
+  the track; a track shorter than that length cannot host it (`None`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from mgsv.evaluation.metrics import cw_to_seconds
+from mgsv.evaluation.protocol import EvalOptions, autocast, detect_pairs
+from mgsv.models.made import MusicEncoding, VideoEncoding
+
+MIN_MOMENT_S = 0.5  # a clipped moment shorter than this is treated as having fallen off the track
+
+
+@torch.inference_mode()
+def relevance_scores(
+    model: torch.nn.Module,
+    video: VideoEncoding,
+    parts: Sequence[MusicEncoding],
+    precision: str = "fp32",
+    device: str = "cpu",
+) -> np.ndarray:
+    """p_s of one encoded video against every track of `parts` (in order): float32 [total tracks]."""
+    if len(video) != 1:
+        raise ValueError(f"relevance_scores ranks for one video, got {len(video)}")
+    with autocast(precision, device):
+        return np.concatenate([model.relevance(video, part).float().cpu().numpy()[0] for part in parts])
+
+
+def top_rows(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Rows of the k highest scores (among `eligible` rows when given), best first; ties keep row order."""
+    candidates = np.arange(len(scores)) if eligible is None else np.flatnonzero(eligible)
+    k = min(k, len(candidates))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    # A stable sort of the negated scores: equal scores keep their row order, so results are reproducible.
+    order = np.argsort(-scores[candidates], kind="stable")[:k]
+    return candidates[order]
+
+
+def detect_moments(
+    model: torch.nn.Module,
+    video: VideoEncoding,
+    music: MusicEncoding,
+    rows: np.ndarray,
+    precision: str = "fp32",
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Moments of one video in tracks `rows` of `music`: (start, end) seconds [k, 2] as predicted, and centres [k]."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.zeros((0, 2), dtype=np.float32), np.zeros(0, dtype=np.float32)
+    options = EvalOptions(precision=precision, device=device, detect_batch_size=max(1, len(rows)))
+    spans = detect_pairs(model, video, music, np.zeros(len(rows), dtype=np.int64), rows, options)
+    return cw_to_seconds(spans), spans[:, 0] * np.float32(240.0)
+
+
+def clip_to_track(start: float, end: float, track_seconds: float) -> tuple[float, float]:
+    """A predicted moment clipped to [0, track_seconds]; moved back inside if it fell off the end (module doc)."""
+    width = max(0.0, float(end) - float(start))
+    clipped_start = min(max(float(start), 0.0), track_seconds)
+    clipped_end = min(max(float(end), 0.0), track_seconds)
+    if clipped_end - clipped_start >= min(MIN_MOMENT_S, width, track_seconds):
+        return clipped_start, clipped_end
+    width = min(max(width, MIN_MOMENT_S), track_seconds)
+    return track_seconds - width, track_seconds
+
+
+def fit_to_length(centre: float, length: float, track_seconds: float) -> tuple[float, float] | None:
+    """A moment of exactly `length` s centred on `centre`, shifted to lie in [0, track_seconds]; None if too long."""
+    if length > track_seconds:
+        return None
+    start = min(max(float(centre) - length / 2, 0.0), track_seconds - length)
+    return start, start + length
