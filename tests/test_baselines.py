@@ -131,7 +131,7 @@ def test_matching_is_the_hungarian_assignment_for_one_moment() -> None:
         cost = (costs.span * (spans[i] - target).abs().sum(-1)
                 - costs.giou * generalized_iou(span_cw_to_se(spans[i]), span_cw_to_se(target))
                 - costs.label * logits[i].softmax(-1)[:, 0])
-        rows, cols = linear_sum_assignment(cost[:, None].numpy())
+        rows, _ = linear_sum_assignment(cost[:, None].numpy())
         assert rows[0] == matched[i]
 
 

@@ -58,11 +58,21 @@ def train(
 
 @app.command("eval")
 def evaluate_command(
-    run_or_checkpoint: Path = typer.Argument(..., help="A run folder (uses its selected checkpoint) or a checkpoint."),
+    run_or_checkpoint: Optional[Path] = typer.Argument(
+        None, help="A run folder (uses its selected checkpoint) or a checkpoint. Omit with --ranker/--grounder."),
+    ranker: Optional[Path] = typer.Option(
+        None, "--ranker", help="Composite system: the run (or checkpoint) that ranks the tracks, e.g. an mvpt+ run."),
+    grounder: Optional[Path] = typer.Option(
+        None, "--grounder", help="Composite system: the run (or checkpoint) that detects the moment on each "
+                                 "top-k track, e.g. a uvcom+ run."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder (default: the run's)."),
     split: str = typer.Option("test", help="train, val or test."),
-    checkpoint: Optional[str] = typer.Option(None, help="Which checkpoint of a run (default: best_mor1_iou07)."),
-    top_k: int = typer.Option(100, help="MsG: detect a moment on each query's top-k tracks (0: GT pair only)."),
+    checkpoint: Optional[str] = typer.Option(
+        None, help="Which checkpoint of a run (default: best_mor1_iou07; best_miou or best_r1 for runs of "
+                   "grounding-only or retrieval-only models)."),
+    top_k: Optional[int] = typer.Option(
+        None, help="MsG: detect a moment on each query's top-k tracks (0: GT pair only). Default: 100 for models "
+                   "that rank and detect, 0 for grounding-only (SmG) or retrieval-only (V2MR) models."),
     precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(256, help="Videos/tracks per encoding forward."),
@@ -70,24 +80,43 @@ def evaluate_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
-    """SmG, V2MR and MsG on a split: predictions JSONL, metrics JSON and an HTML/PNG report."""
+    """SmG, V2MR and MsG on a split: predictions JSONL, metrics JSON and an HTML/PNG report.
+
+    A composite system (the paper's MVPt+/UVCOM+) ranks with one trained model and grounds with another:
+    `mgsv eval --ranker MVPT_RUN --grounder UVCOM_RUN`.
+    """
     import torch
 
     from mgsv.cli.score import print_tables
+    from mgsv.errors import MgsvError
     from mgsv.evaluation.protocol import EvalOptions
-    from mgsv.evaluation.runner import resolve_target, run_evaluation
+    from mgsv.evaluation.runner import resolve_composite_target, resolve_target, run_evaluation
 
-    target = resolve_target(run_or_checkpoint, data, checkpoint)
+    if (ranker is None) != (grounder is None):
+        raise MgsvError("a composite system needs both --ranker and --grounder")
+    if ranker is not None:
+        if run_or_checkpoint is not None:
+            raise MgsvError("give either a run / checkpoint or --ranker and --grounder, not both")
+        target = resolve_composite_target(ranker, grounder, data, checkpoint)
+        name = f"{target.checkpoint} + {target.grounder}"
+        default_out = target.grounder.parent.parent / f"eval-{split}-ranked-by-{target.checkpoint.parent.parent.name}"
+    elif run_or_checkpoint is None:
+        raise MgsvError("nothing to evaluate: give a run or checkpoint folder, or --ranker RUN --grounder RUN")
+    else:
+        target = resolve_target(run_or_checkpoint, data, checkpoint)
+        name = str(target.checkpoint)
+        default_out = target.checkpoint.parent.parent / f"eval-{split}-{target.checkpoint.name}"
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     options = EvalOptions(batch_size=batch_size, top_k=top_k, precision=precision, device=device)
-    out = out or target.checkpoint.parent.parent / f"eval-{split}-{target.checkpoint.name}"
+    out = out or default_out
     result = run_evaluation(target, split, options, out, force=force, progress=_progress_printer(as_json))
     if as_json:
-        print(json.dumps({"metrics": result.metrics, "notes": result.notes, "out": str(out)}, indent=2))
+        print(json.dumps({"metrics": result.metrics, "notes": result.notes, "not_computed": result.not_computed,
+                          "out": str(out)}, indent=2))
         return
-    print_tables(console, {"metrics": result.metrics, "not_computed": {}},
-                  f"[bold]{target.checkpoint}[/] on {split}: {len(result.video_ids)} videos")
+    print_tables(console, {"metrics": result.metrics, "not_computed": result.not_computed},
+                  f"[bold]{name}[/] on {split}: {len(result.video_ids)} videos")
     for key, note in result.notes.items():
         console.print(f"{key}: {note}")
     console.print(f"Wrote {out}/predictions.jsonl, metrics.json, report.html")

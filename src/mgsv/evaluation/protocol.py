@@ -10,12 +10,17 @@
   detection is deterministic.
 
 Scores follow `mgsv.evaluation.metrics` exactly (official clipping, strict thresholds, de-duplicated ranks).
+
+Capabilities: a model without `relevance` (a grounding-only baseline) gets SmG only; one without `detect` (a
+retrieval-only baseline) gets V2MR only. The metrics it cannot produce are listed in `EvalResult.not_computed` with
+the reason, never estimated, and asking such a model for MsG (top_k > 0) raises `CapabilityError`.
+Encodings are opaque to the protocol: it only needs `len`, `select(index)` and a `concat` of their class.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -26,7 +31,8 @@ from torch import nn
 from mgsv.data.dataset import PairDataset
 from mgsv.data.predictions import Prediction, RankedTrack
 from mgsv.evaluation import metrics
-from mgsv.models.made import MusicEncoding, VideoEncoding
+from mgsv.models.baselines.common import CapabilityError, can_ground, can_rank
+from mgsv.models.made import VideoEncoding
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -37,7 +43,8 @@ class EvalOptions:
 
     batch_size: int = 256  # videos or tracks encoded per forward
     detect_batch_size: int = 512  # (video, track) pairs per detection forward
-    top_k: int = 100  # MsG: tracks per query that get a moment; 0 = GT-pair shortcut only
+    top_k: int | None = 100  # MsG: tracks per query that get a moment; 0 = GT-pair shortcut only; None = 100 for a
+    # model that ranks and detects, else 0 (what a grounding- or retrieval-only model can do)
     precision: str = "fp32"  # "fp32" or "bf16" (autocast)
     device: str = "cpu"
 
@@ -50,13 +57,14 @@ class EvalResult:
     video_ids: list[str]
     music_ids: list[str]  # the music set: column j of `scores`
     gt_column: np.ndarray  # [N] column of each query's ground-truth track
-    gt_rank0: np.ndarray  # [N] 0-based de-duplicated rank of the ground-truth track
-    smg_moments: np.ndarray  # [N, 2] seconds, predicted on the ground-truth track (unclipped)
-    smg_iou: np.ndarray  # [N] float32
-    scores: np.ndarray  # [N, M] p_s
+    gt_rank0: np.ndarray | None  # [N] 0-based de-duplicated rank of the ground-truth track (None: cannot rank)
+    smg_moments: np.ndarray | None  # [N, 2] seconds, predicted on the ground-truth track, unclipped (None: no detect)
+    smg_iou: np.ndarray | None  # [N] float32 (None: no detect)
+    scores: np.ndarray | None  # [N, M] p_s (None: cannot rank)
     top_columns: np.ndarray | None = None  # [N, K] columns of each query's top-k tracks (ties against the GT)
     top_moments: np.ndarray | None = None  # [N, K, 2] seconds, one moment per top-k track
     notes: dict[str, str] = field(default_factory=dict)
+    not_computed: dict[str, str] = field(default_factory=dict)  # metric -> why the model cannot produce it
 
     def predictions(self, ranking_size: int | None = None) -> list[Prediction]:
         """Predictions in the JSONL format: the SmG moment, the top-k ranking with moments, and the GT rank."""
@@ -71,8 +79,9 @@ class EvalResult:
                     RankedTrack(self.music_ids[c], float(self.scores[i, c]), *map(float, self.top_moments[i, j]))
                     for j, c in enumerate(self.top_columns[i, :k])
                 )
-            smg = (float(self.smg_moments[i, 0]), float(self.smg_moments[i, 1]))
-            result.append(Prediction(video_id, smg, ranking, int(self.gt_rank0[i]) + 1))
+            smg = None if self.smg_moments is None else (float(self.smg_moments[i, 0]), float(self.smg_moments[i, 1]))
+            gt_rank = None if self.gt_rank0 is None else int(self.gt_rank0[i]) + 1
+            result.append(Prediction(video_id, smg, ranking, gt_rank))
         return result
 
 
@@ -90,12 +99,11 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(begin, min(begin + size, n))
 
 
-def select_videos(videos: VideoEncoding, index: torch.Tensor) -> VideoEncoding:
-    """Rows of a VideoEncoding, in the given order (repeats allowed)."""
-    return VideoEncoding(
-        videos.tokens.index_select(0, index), videos.mask.index_select(0, index),
-        videos.embedding.index_select(0, index), videos.detection_tokens.index_select(0, index),
-    )
+def concat_encodings(parts: list[Any]) -> Any:
+    """Concatenate a model's encodings of several batches (its encoding class provides `concat`)."""
+    if isinstance(parts[0], VideoEncoding):
+        return concat_videos(parts)
+    return type(parts[0]).concat(parts)
 
 
 def concat_videos(parts: list[VideoEncoding]) -> VideoEncoding:
@@ -119,7 +127,7 @@ def encode_split(
     options: EvalOptions,
     progress: Progress | None = None,
     rows: np.ndarray | None = None,
-) -> tuple[VideoEncoding, MusicEncoding, list[str], np.ndarray]:
+) -> tuple[Any, Any, list[str], np.ndarray]:
     """Encode the query videos of `rows` (default: all) and every distinct track of the split, once each.
 
     Returns (videos in `rows` order, tracks of the music set, the music ids, every row's ground-truth column).
@@ -141,14 +149,14 @@ def encode_split(
             music_parts.append(model.encode_music(feats.to(device), mask.to(device).bool()))
             if progress:
                 progress("encode tracks", part.stop, len(music_ids))
-    return concat_videos(video_parts), MusicEncoding.concat(music_parts), music_ids, gt_column
+    return concat_encodings(video_parts), concat_encodings(music_parts), music_ids, gt_column
 
 
 @torch.inference_mode()
 def detect_pairs(
     model: nn.Module,
-    videos: VideoEncoding,
-    music: MusicEncoding,
+    videos: Any,
+    music: Any,
     video_index: np.ndarray,
     music_index: np.ndarray,
     options: EvalOptions,
@@ -157,10 +165,10 @@ def detect_pairs(
 ) -> np.ndarray:
     """Normalised (centre, width) of the last decoder layer for each (video_index[i], music_index[i]) pair."""
     out = np.empty((len(video_index), 2), dtype=np.float32)
-    device = videos.tokens.device
+    device = torch.device(options.device)
     with autocast(options.precision, options.device):
         for part in _chunks(len(video_index), options.detect_batch_size):
-            v = select_videos(videos, torch.as_tensor(video_index[part], device=device))
+            v = videos.select(torch.as_tensor(video_index[part], device=device))
             m = music.select(torch.as_tensor(music_index[part], device=device))
             out[part] = model.detect(v, m).final_spans.float().cpu().numpy()
             if progress:
@@ -170,15 +178,15 @@ def detect_pairs(
 
 @torch.inference_mode()
 def relevance_matrix(
-    model: nn.Module, videos: VideoEncoding, music: MusicEncoding, options: EvalOptions,
+    model: nn.Module, videos: Any, music: Any, options: EvalOptions,
     progress: Progress | None = None,
 ) -> np.ndarray:
     """p_s [N videos, M tracks] as float32, computed in row chunks."""
     rows = []
     with autocast(options.precision, options.device):
         for part in _chunks(len(videos), options.batch_size):
-            index = torch.arange(part.start, part.stop, device=videos.tokens.device)
-            rows.append(model.relevance(select_videos(videos, index), music).float().cpu().numpy())
+            index = torch.arange(part.start, part.stop, device=torch.device(options.device))
+            rows.append(model.relevance(videos.select(index), music).float().cpu().numpy())
             if progress:
                 progress("relevance", part.stop, len(videos))
     return np.concatenate(rows) if rows else np.zeros((0, len(music)), dtype=np.float32)
@@ -205,8 +213,8 @@ class ModelOutputs:
 
     rows: np.ndarray  # [n] row indices into the split
     music_ids: list[str]  # the music set: column j of `scores`
-    scores: np.ndarray  # [n, M] p_s
-    smg_moments: np.ndarray  # [n, 2] seconds on the ground-truth track
+    scores: np.ndarray | None  # [n, M] p_s (None: the model cannot rank)
+    smg_moments: np.ndarray | None  # [n, 2] seconds on the ground-truth track (None: the model cannot detect)
     top: np.ndarray | None = None  # [n, K] columns of the top-k tracks
     top_moments: np.ndarray | None = None  # [n, K, 2] seconds
 
@@ -220,6 +228,7 @@ class ModelOutputs:
             values = [getattr(p, name) for p in parts]
             return None if values[0] is None else np.concatenate(values)[order]
 
+
         return ModelOutputs(rows[order], self.music_ids, cat("scores"), cat("smg_moments"), cat("top"),
                             cat("top_moments"))
 
@@ -231,16 +240,24 @@ def collect_outputs(
     rows: np.ndarray | None = None,
     progress: Progress | None = None,
 ) -> ModelOutputs:
-    """Relevance against the whole music set, the moment on the GT track, and (top_k > 0) moments on the top-k."""
+    """Relevance against the whole music set, the moment on the GT track, and (top_k > 0) moments on the top-k.
+
+    A model without `relevance` gets no scores, one without `detect` no moments (see the module docstring).
+    """
     options = options or EvalOptions()
+    options = replace(options, top_k=resolve_top_k(model, options.top_k))
+    check_capabilities(model, options.top_k)
     rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
     was_training = model.training
     model.eval()
     try:
         videos, music, music_ids, gt_column = encode_split(model, dataset, options, progress, rows)
-        scores = relevance_matrix(model, videos, music, options, progress)
+        scores = relevance_matrix(model, videos, music, options, progress) if can_rank(model) else None
         local = np.arange(len(rows))
-        smg_cw = detect_pairs(model, videos, music, local, gt_column[rows], options, progress, "detect (GT track)")
+        smg_cw = None
+        if can_ground(model):
+            smg_cw = detect_pairs(model, videos, music, local, gt_column[rows], options, progress,
+                                  "detect (GT track)")
         top = moments = None
         if options.top_k > 0:
             top = top_columns(scores, gt_column[rows], options.top_k)
@@ -251,7 +268,32 @@ def collect_outputs(
             moments = metrics.cw_to_seconds(top_cw).reshape(len(rows), k, 2)
     finally:
         model.train(was_training)
-    return ModelOutputs(rows, music_ids, scores, metrics.cw_to_seconds(smg_cw), top, moments)
+    smg = None if smg_cw is None else metrics.cw_to_seconds(smg_cw)
+    return ModelOutputs(rows, music_ids, scores, smg, top, moments)
+
+
+def resolve_top_k(model: nn.Module, top_k: int | None, default: int = 100) -> int:
+    """An explicit top_k as given; None -> `default` for a model that ranks and detects, else 0."""
+    if top_k is not None:
+        return top_k
+    return default if can_rank(model) and can_ground(model) else 0
+
+
+def check_capabilities(model: nn.Module, top_k: int) -> None:
+    """MsG with top_k > 0 needs a model that both ranks and detects; say plainly which half is missing."""
+    if top_k <= 0:
+        return
+    name = getattr(model, "preset_name", type(model).__name__)
+    if not can_rank(model):
+        raise CapabilityError(
+            f"{name} is a grounding-only model (single-music grounding): it cannot rank tracks, so V2MR and MsG "
+            "(top-k detection) cannot be computed. Evaluate it with top_k 0 (--top-k 0) for SmG, or pair it with a "
+            "ranker: mgsv eval --ranker RANKER_RUN --grounder GROUNDER_RUN")
+    if not can_ground(model):
+        raise CapabilityError(
+            f"{name} is a retrieval-only model (video-to-music retrieval): it cannot detect moments, so SmG and MsG "
+            "cannot be computed. Evaluate it with top_k 0 (--top-k 0) for V2MR, or pair it with a grounder: "
+            "mgsv eval --ranker RANKER_RUN --grounder GROUNDER_RUN")
 
 
 def evaluate(
@@ -268,11 +310,27 @@ def score_outputs(dataset: PairDataset, outputs: ModelOutputs) -> EvalResult:
     column_of = {m: j for j, m in enumerate(outputs.music_ids)}
     gt_column = np.array([column_of[m] for m in dataset.music_ids], dtype=np.int64)
     gt, smg_moments, top = dataset.moments_s, outputs.smg_moments, outputs.top
-    iou = metrics.moment_iou(smg_moments[:, 0], smg_moments[:, 1], gt[:, 0], gt[:, 1], dataset.track_duration_s)
-    rank0 = metrics.gt_ranks(outputs.scores, outputs.music_ids, dataset.music_ids)
-    result = {**metrics.smg_metrics(iou), **metrics.retrieval_metrics(rank0)}
-    result.update(metrics.msg_metrics(rank0, iou, include_official_quirk=False))
-    notes = {"MsG": "official shortcut: detection on the ground-truth pair only"}
+    result: dict[str, float] = {}
+    not_computed: dict[str, str] = {}
+    iou = rank0 = None
+    if smg_moments is not None:
+        iou = metrics.moment_iou(smg_moments[:, 0], smg_moments[:, 1], gt[:, 0], gt[:, 1], dataset.track_duration_s)
+        result.update(metrics.smg_metrics(iou))
+    else:
+        not_computed.update(dict.fromkeys(SMG_METRICS, "the model does not detect moments (retrieval only)"))
+    if outputs.scores is not None:
+        rank0 = metrics.gt_ranks(outputs.scores, outputs.music_ids, dataset.music_ids)
+        result.update(metrics.retrieval_metrics(rank0))
+    else:
+        not_computed.update(dict.fromkeys(V2MR_METRICS, "the model does not rank tracks (grounding only)"))
+    notes = {}
+    if iou is None or rank0 is None:
+        reason = ("the model does not rank tracks (grounding only)" if rank0 is None
+                  else "the model does not detect moments (retrieval only)")
+        not_computed.update(dict.fromkeys(MSG_METRICS, reason))
+    else:
+        result.update(metrics.msg_metrics(rank0, iou, include_official_quirk=False))
+        notes["MsG"] = "official shortcut: detection on the ground-truth pair only"
     if top is not None:
         realistic = _realistic_msg(gt_column, top, outputs.top_moments, dataset)
         for name, value in realistic.items():
@@ -286,8 +344,14 @@ def score_outputs(dataset: PairDataset, outputs: ModelOutputs) -> EvalResult:
     return EvalResult(
         metrics=result, video_ids=list(dataset.video_ids), music_ids=outputs.music_ids, gt_column=gt_column,
         gt_rank0=rank0, smg_moments=smg_moments, smg_iou=iou, scores=outputs.scores, top_columns=top,
-        top_moments=outputs.top_moments, notes=notes,
+        top_moments=outputs.top_moments, notes=notes, not_computed=not_computed,
     )
+
+
+# Metric names by task (what a model without one of the capabilities cannot produce).
+SMG_METRICS = ("mIoU", *(metrics.iou_name(t) for t in metrics.IOU_THRESHOLDS))
+V2MR_METRICS = (*(metrics.recall_name(k) for k in metrics.RECALL_KS), "MedianR", "MeanR", "MRR")
+MSG_METRICS = tuple(metrics.mor_name(k, t) for t in metrics.MOR_THRESHOLDS for k in metrics.MOR_KS)
 
 
 def _realistic_msg(

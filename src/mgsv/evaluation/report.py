@@ -27,19 +27,23 @@ TABLE4 = (
 
 
 def per_category(annotations: pd.DataFrame, result: EvalResult) -> pd.DataFrame:
-    """mIoU, R@1, R@10 and MoR@1 (IoU>0.7) per video category, largest categories first."""
-    frame = pd.DataFrame({
-        "category": annotations["video_category"].astype(str).to_numpy(),
-        "iou": result.smg_iou.astype(np.float64),
-        "rank0": result.gt_rank0,
-    })
-    frame["r1"] = frame["rank0"] < 1
-    frame["r10"] = frame["rank0"] < 10
-    frame["mor1"] = frame["r1"] & (frame["iou"] > 0.7)
-    table = frame.groupby("category").agg(
-        videos=("iou", "size"), mIoU=("iou", "mean"), R1=("r1", "mean"), R10=("r10", "mean"), MoR1=("mor1", "mean"))
+    """mIoU, R@1, R@10 and MoR@1 (IoU>0.7) per video category (those the model produces), largest first."""
+    frame = pd.DataFrame({"category": annotations["video_category"].astype(str).to_numpy()})
+    columns = {"videos": ("category", "size")}
+    if result.smg_iou is not None:
+        frame["iou"] = result.smg_iou.astype(np.float64)
+        columns["mIoU"] = ("iou", "mean")
+    if result.gt_rank0 is not None:
+        frame["r1"] = result.gt_rank0 < 1
+        frame["r10"] = result.gt_rank0 < 10
+        columns.update(R1=("r1", "mean"), R10=("r10", "mean"))
+        if result.smg_iou is not None:
+            frame["mor1"] = frame["r1"] & (frame["iou"] > 0.7)
+            columns["MoR1"] = ("mor1", "mean")
+    table = frame.groupby("category").agg(**columns)
     for column in ("R1", "R10", "MoR1"):
-        table[column] *= 100
+        if column in table:
+            table[column] *= 100
     return table.sort_values("videos", ascending=False)
 
 
@@ -51,15 +55,22 @@ def plot_distributions(result: EvalResult, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    left.hist(result.smg_iou, bins=np.linspace(0, 1, 21), color="#4c72b0")
-    left.axvline(float(np.mean(result.smg_iou)), color="k", ls="--", lw=1, label=f"mIoU {np.mean(result.smg_iou):.3f}")
+    if result.smg_iou is not None:
+        mean = float(np.mean(result.smg_iou))
+        left.hist(result.smg_iou, bins=np.linspace(0, 1, 21), color="#4c72b0")
+        left.axvline(mean, color="k", ls="--", lw=1, label=f"mIoU {mean:.3f}")
+        left.legend()
+    else:
+        left.text(0.5, 0.5, "SmG not computed\n(the model does not detect moments)", ha="center", va="center")
     left.set_xlabel("IoU of the moment on the ground-truth track")
     left.set_ylabel("queries")
-    left.legend()
-    ranks = result.gt_rank0 + 1
-    bins = np.unique(np.round(np.logspace(0, np.log10(max(ranks.max(), 2)) + 0.01, 25)))
-    right.hist(ranks, bins=bins, color="#dd8452")
-    right.set_xscale("log")
+    if result.gt_rank0 is not None:
+        ranks = result.gt_rank0 + 1
+        bins = np.unique(np.round(np.logspace(0, np.log10(max(ranks.max(), 2)) + 0.01, 25)))
+        right.hist(ranks, bins=bins, color="#dd8452")
+        right.set_xscale("log")
+    else:
+        right.text(0.5, 0.5, "V2MR not computed\n(the model does not rank tracks)", ha="center", va="center")
     right.set_xlabel(f"rank of the ground-truth track (of {len(result.music_ids)})")
     right.set_ylabel("queries")
     fig.tight_layout()
@@ -96,6 +107,11 @@ def write_report(annotations: pd.DataFrame, result: EvalResult, folder: Path, ti
         parts.append(f"<h2>{html.escape(section)}</h2><table><tr>{header}</tr><tr>{values}</tr></table>")
     for key, note in result.notes.items():
         parts.append(f"<p><b>{html.escape(key)}:</b> {html.escape(note)}</p>")
+    reasons: dict[str, list[str]] = {}
+    for name, reason in result.not_computed.items():
+        reasons.setdefault(reason, []).append(name)
+    for reason, names in reasons.items():
+        parts.append(f"<p><b>not computed</b> ({html.escape(reason)}): {html.escape(', '.join(names))}</p>")
     encoded = base64.b64encode(png.read_bytes()).decode("ascii")
     parts.append(f'<h2>Distributions</h2><img alt="IoU and rank histograms" src="data:image/png;base64,{encoded}">')
     if "video_category" in annotations:

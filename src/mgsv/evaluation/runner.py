@@ -10,14 +10,14 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mgsv.data.dataset import PairDataset
 from mgsv.data.predictions import write_predictions
 from mgsv.errors import InputError, OutputExistsError, SpecMismatchError
-from mgsv.evaluation.protocol import EvalOptions, EvalResult, Progress, evaluate
+from mgsv.evaluation.protocol import EvalOptions, EvalResult, Progress, evaluate, resolve_top_k
 from mgsv.evaluation.report import write_report
 from mgsv.features.spec import FeatureSpec
 from mgsv.features.store import FeatureStore
@@ -25,14 +25,18 @@ from mgsv.models.checkpoint import load_checkpoint
 
 # The checkpoint `mgsv eval RUN` uses by default; the paper's MsG numbers are most likely from this one (REF §4).
 DEFAULT_RUN_CHECKPOINT = "best_mor1_iou07"
+# Runs of models that only ground (or only rank) have no MsG checkpoint: the best one they do have comes next.
+FALLBACK_RUN_CHECKPOINTS = ("best_miou", "best_r1")
+DEFAULT_TOP_K = 100  # MsG detection depth when the model can both rank and detect
 
 
 @dataclass
 class EvalTarget:
-    """Which checkpoint to evaluate, on which data."""
+    """Which checkpoint to evaluate, on which data; with `grounder`, `checkpoint` is the ranker of a composite."""
 
     checkpoint: Path
     data_dir: Path
+    grounder: Path | None = None
 
 
 def resolve_target(run_or_checkpoint: Path, data_dir: Path | None, checkpoint_name: str | None) -> EvalTarget:
@@ -41,6 +45,8 @@ def resolve_target(run_or_checkpoint: Path, data_dir: Path | None, checkpoint_na
     if (path / "run.json").is_file():
         run = json.loads((path / "run.json").read_text())
         name = checkpoint_name or DEFAULT_RUN_CHECKPOINT
+        if checkpoint_name is None and not (path / "checkpoints" / name).is_dir():
+            name = next((n for n in FALLBACK_RUN_CHECKPOINTS if (path / "checkpoints" / n).is_dir()), name)
         checkpoint = path / "checkpoints" / name
         if not checkpoint.is_dir():
             available = sorted(p.name for p in (path / "checkpoints").glob("*") if p.is_dir())
@@ -51,6 +57,27 @@ def resolve_target(run_or_checkpoint: Path, data_dir: Path | None, checkpoint_na
             raise InputError(path, "a checkpoint folder needs --data DIR (the dataset folder to evaluate on)")
         return EvalTarget(path, Path(data_dir))
     raise InputError(path, "neither a run folder (run.json) nor a checkpoint folder (config.json)")
+
+
+def resolve_composite_target(ranker: Path, grounder: Path, data_dir: Path | None,
+                             checkpoint_name: str | None) -> EvalTarget:
+    """A ranker and a grounder (runs or checkpoints) evaluated together; the data comes from --data or the runs."""
+    rank = resolve_target(ranker, data_dir, checkpoint_name)
+    ground = resolve_target(grounder, data_dir, checkpoint_name)
+    if data_dir is None and rank.data_dir.resolve() != ground.data_dir.resolve():
+        raise InputError(grounder, f"the ranker was trained on {rank.data_dir} and the grounder on {ground.data_dir}; "
+                                   "choose the dataset to evaluate on with --data DIR")
+    return EvalTarget(rank.checkpoint, rank.data_dir, ground.checkpoint)
+
+
+def load_target(target: EvalTarget, device: str) -> tuple[Any, list[Any]]:
+    """The model to evaluate (a composite when the target has a grounder) and its checkpoints' infos."""
+    if target.grounder is not None:
+        from mgsv.models.baselines.composite import load_composite
+
+        return load_composite(target.checkpoint, target.grounder, map_location=device)
+    model, info = load_checkpoint(target.checkpoint, map_location=device)
+    return model, [info]
 
 
 def check_feature_specs(checkpoint_specs: dict[str, dict[str, Any]], store: FeatureStore, where: Path) -> None:
@@ -73,23 +100,30 @@ def run_evaluation(
     """Evaluate, then publish predictions, metrics and the report into `out` in one rename."""
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out}: already exists; pass --force to replace it or choose another --out")
-    model, info = load_checkpoint(target.checkpoint, map_location=options.device)
+    model, infos = load_target(target, options.device)
     store = FeatureStore(target.data_dir / "features")
-    check_feature_specs(info.feature_specs, store, target.checkpoint)
+    for info in infos:
+        check_feature_specs(info.feature_specs, store, info.path)
+    # Not asked for: MsG (top-100 detection) when the model can do it, else what it can do.
+    options = replace(options, top_k=resolve_top_k(model, options.top_k, DEFAULT_TOP_K))
     dataset = PairDataset.from_folder(target.data_dir, split, store)
     result = evaluate(model, dataset, options, progress)
+    preset = "/".join(info.preset for info in infos)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         write_predictions(staging / "predictions.jsonl", result.predictions())
-        details = {"checkpoint": target.checkpoint, "preset": info.preset, "data": target.data_dir, "split": split,
+        details = {"checkpoint": target.checkpoint, "preset": preset, "data": target.data_dir, "split": split,
                    "queries": len(dataset), "tracks": len(result.music_ids), "precision": options.precision,
                    "top_k": options.top_k}
+        if target.grounder is not None:
+            details = {"ranker": target.checkpoint, "grounder": target.grounder, **details}
+            del details["checkpoint"]
         (staging / "metrics.json").write_text(json.dumps(
-            {"metrics": result.metrics, "notes": result.notes, **{k: str(v) for k, v in details.items()}},
-            indent=2) + "\n")
-        write_report(dataset.annotations, result, staging, f"mgsv eval: {info.preset} on {split}", details)
+            {"metrics": result.metrics, "notes": result.notes, "not_computed": result.not_computed,
+             **{k: str(v) for k, v in details.items()}}, indent=2) + "\n")
+        write_report(dataset.annotations, result, staging, f"mgsv eval: {preset} on {split}", details)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)

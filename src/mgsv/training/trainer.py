@@ -261,6 +261,8 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * self.recipe.epochs
         self.scheduler = warmup_cosine(self.optimizer, self.total_steps, self.recipe.warmup_rate)
         self.loss_weights = LossWeights.from_mapping(self.recipe.loss_weights)
+        # Baselines bring their own training losses (several queries, retrieval only, ...); MaDe uses made_losses.
+        self.compute_losses = getattr(self.model, "training_losses", made_losses)
         self.state = TrainState()
         if settings.resume:
             self._load_last()
@@ -374,7 +376,7 @@ class Trainer:
             with autocast(self.settings.precision, self.device):
                 output = self.train_model(batch.frame_feats, batch.frame_mask, batch.segment_feats,
                                           batch.segment_mask)
-                losses = made_losses(output, batch.spans_target[:, None], self.loss_weights)
+                losses = self.compute_losses(output, batch.spans_target[:, None], self.loss_weights)
             loss = losses["L_total"]
             if not torch.isfinite(loss):
                 raise MgsvError(f"training diverged at step {self.state.step}: loss is {loss.item()}; "
@@ -407,9 +409,15 @@ class Trainer:
         return score_outputs(self.val_data, merged).metrics
 
     def _track(self, epoch: int, val: dict[str, float]) -> list[str]:
-        """Update the best values; save the checkpoints whose metric improved. Returns their names."""
+        """Update the best values; save the checkpoints whose metric improved. Returns their names.
+
+        Only metrics the model produces count: a grounding-only model is selected by mIoU, a retrieval-only one by
+        R@1 (the other checkpoints of `SELECTION` are then never written).
+        """
         saved = []
         for folder, metric, compare in SELECTION:
+            if metric not in val:
+                continue
             value, best = val[metric], self.state.best.get(f"ckpt:{metric}")
             if best is None or (value >= best if compare == "ge" else value > best):
                 self.state.best[f"ckpt:{metric}"] = value
@@ -418,6 +426,8 @@ class Trainer:
                                         "val_metrics": val})
                 saved.append(folder)
         for metric in EARLY_STOP_METRICS:
+            if metric not in val:
+                continue
             best = self.state.best.get(metric)
             if best is None or val[metric] > best:
                 self.state.best[metric] = val[metric]
@@ -451,8 +461,9 @@ class Trainer:
                     self._save_last()
                     plot_curves(self.state.history, self.out / CURVES_FILE)
                     log.info("epoch %d: loss %.4f  val mIoU %.4f  R@1 %.2f  MoR@1 %.2f%s", epoch + 1,
-                             train.get("train_L_total", math.nan), val["mIoU"], val[M.recall_name(1)],
-                             val[M.mor_name(1, 0.7)], f"  saved {', '.join(saved)}" if saved else "")
+                             train.get("train_L_total", math.nan), val.get("mIoU", math.nan),
+                             val.get(M.recall_name(1), math.nan), val.get(M.mor_name(1, 0.7), math.nan),
+                             f"  saved {', '.join(saved)}" if saved else "")
                 if self.state.epoch >= max(self.recipe.min_epochs, self.state.last_improved_epoch + self.recipe.patience):
                     if self.state.epoch < self.recipe.epochs:
                         self.state.stopped_early = True
