@@ -100,9 +100,11 @@ def extract_command(
 ) -> None:
     """Encode videos (CLIP, 1 fps, at most 50 frames) and music (AST, 96 windows over 240 s) into a feature store.
 
-    Item ids are file stems by default, so a video named <video_id>.mp4 matches the annotations. A re-run skips
-    what is stored (also under another name: files are recognised by content), and a killed run resumes. Bad files
-    are reported at the end; the exit code is 1 if any file failed.
+    Item ids are file stems by default, so a video named <video_id>.mp4 matches the annotations.
+
+    A re-run skips what is stored (files are recognised by content, also under another name); a killed run resumes.
+
+    Bad files are reported at the end; the exit code is 1 if any file failed.
     """
     from mgsv.extract.pipeline import EncoderOptions, extract_features
 

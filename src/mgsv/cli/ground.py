@@ -71,8 +71,9 @@ def ground_command(
 ) -> None:
     """Rank every library track for each video by relevance and give the best moment of the top tracks.
 
-    Moments are in seconds of the track. Failures (unreadable videos, ...) are reported at the end and make the
-    exit code 1; the other videos are still grounded.
+    Moments are in seconds of the track; scores are p_s (higher is better, in [-2, 2]).
+
+    Videos that fail are reported at the end (exit code 1); the others are still grounded.
     """
     from mgsv.errors import MgsvError
     from mgsv.extract.discover import find_media

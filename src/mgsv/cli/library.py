@@ -44,9 +44,11 @@ def add_command(
 ) -> None:
     """Add music files: decoded, encoded with AST and stored; a file already in the library is skipped.
 
-    The library is created on first use. Tracks longer than 240 s keep their full length but only their first
-    240 s can be found (the model's horizon). Interrupting loses no track already reported as added. Bad files
-    are reported at the end; the exit code is 1 if any failed.
+    The library is created on first use. Interrupting it loses no track already added.
+
+    Tracks longer than 240 s keep their full length, but only their first 240 s can be found (the model's horizon).
+
+    Bad files are reported at the end; the exit code is 1 if any failed.
     """
     from mgsv.search.library import MusicLibrary
 

@@ -469,8 +469,10 @@ class MusicLibrary:
         """Every track encoded by `model` (`encode_music`), from memory, the disk cache, or computed and cached."""
         fingerprint = model_fingerprint(model)
         with self._connect() as db:
+            db.execute("BEGIN")  # one snapshot: the revision and the tracks it counts
             revision = int(db.execute("SELECT value FROM state WHERE key = 'revision'").fetchone()[0])
             tracks = [Track.from_row(r) for r in db.execute(f"SELECT {_COLUMNS} FROM tracks ORDER BY rowid")]
+            db.execute("COMMIT")
         if not tracks:
             raise InputError(self.root, "the music library has no tracks; add some with `mgsv library add`")
         held = self._encodings.get(fingerprint)
