@@ -440,3 +440,24 @@ def test_synthetic_library_and_empty_library_errors(tmp_path: Path) -> None:
     assert [t.beyond_horizon for t in library.tracks()] == [False, True]
     with pytest.raises(UnknownIdsError, match="'nope'"):
         library.track("nope")
+
+
+def test_an_unwritable_cache_does_not_stop_grounding(
+    shared: SharedLibrary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = copy_library(shared.library, tmp_path / "lib")
+    (path / "cache").write_text("a file where the cache folder should be")  # mkdir fails, as on a read-only disk
+    model, _ = load_checkpoint(shared.setup.checkpoint)
+    encoding = MusicLibrary(path).encoded(model)
+    assert len(encoding) == len(shared.add_report["added"])
+    assert "cannot write the model cache" in caplog.text
+
+
+def test_adding_nothing_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    setup = make_tiny_setup(tmp_path / "models")
+    library = MusicLibrary.create(tmp_path / "lib", setup.music_spec)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no music files found"):
+        library.add_files([tmp_path / "empty"], setup.ast)
+    code, _, err = run_cli(["library", "add", str(tmp_path / "empty"), "--library", str(tmp_path / "lib")], capsys)
+    assert code == 1 and "no music files found" in err

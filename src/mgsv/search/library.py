@@ -29,6 +29,7 @@ the rest is reused. The three most recently written caches are kept.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -370,6 +371,8 @@ class MusicLibrary:
         report = AddReport()
         found = find_media([Path(p) for p in inputs], "music")
         report.failures.extend(Problem(str(p), r) for p, r in found.problems)
+        if not found.files and not found.problems:
+            raise InputError(", ".join(map(str, inputs)) or "(no inputs)", "no music files found")
         with self._connect() as db:
             known = dict(db.execute("SELECT content_hash, id FROM tracks").fetchall())
         todo: list[tuple[Path, str]] = []
@@ -749,20 +752,21 @@ def _save_cache(path: Path, encoding: LibraryEncoding) -> None:
         "fingerprint": encoding.fingerprint,
         "parts": json.dumps([hashes for hashes, _ in _split_hashes(encoding)]),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{os.getpid()}-{path.name}"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata=metadata)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:  # a cache is an optimisation: failing to write it must not fail the search
+        caches = sorted(path.parent.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in caches[KEPT_CACHES:]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:  # a cache is an optimisation (the library may be read-only): never fail the search
         log.warning("%s: cannot write the model cache (%s); it will be recomputed next time", path, exc)
     finally:
-        tmp.unlink(missing_ok=True)
-    caches = sorted(path.parent.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in caches[KEPT_CACHES:]:
-        old.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _load_cache(path: Path, fingerprint: str, device: str) -> list[tuple[list[str], MusicEncoding]] | None:
