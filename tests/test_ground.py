@@ -93,6 +93,17 @@ def test_top_k_moments_lie_in_their_tracks_and_follow_p_s(
     np.testing.assert_allclose(scores, p_s[best], rtol=1e-5, atol=1e-5)
 
 
+def test_bf16_precision_ranks_like_fp32(shared: SharedLibrary, video: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = {}
+    for precision in ("fp32", "bf16"):
+        code, out, _ = run_cli([*ground_args(shared, video), "--top", "3", "--precision", precision, "--json"], capsys)
+        assert code == 0
+        results[precision] = json.loads(out)["results"][0]["moments"]
+    np.testing.assert_allclose(
+        [m["score"] for m in results["bf16"]], [m["score"] for m in results["fp32"]], rtol=0.05, atol=0.02
+    )
+
+
 def test_python_api(shared: SharedLibrary, video: Path) -> None:
     grounder = Grounder.from_checkpoint(shared.setup.checkpoint, clip=shared.setup.clip_dir, dtype="fp32")
     moments = grounder.ground(video, MusicLibrary(shared.library), top=3)

@@ -20,6 +20,11 @@ class SnapChoice(str, Enum):
     beats = "beats"
 
 
+class PrecisionChoice(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 def _render_targets(render: Path, videos: list[Path]) -> dict[Path, Path]:
     """Output file per video: `render` itself for one video, else `render`/<stem>.mp4 (a folder)."""
     if len(videos) == 1 and not render.is_dir():
@@ -66,6 +71,9 @@ def ground_command(
         float, typer.Option("--keep-audio", min=0.0, help="With --render: gain of the video's own audio in the mix.")
     ] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="With --render: overwrite existing outputs.")] = False,
+    precision: Annotated[
+        PrecisionChoice, typer.Option("--precision", help="MaDe arithmetic: fp32, or bf16 autocast (faster on AMX).")
+    ] = PrecisionChoice.fp32,
     device: Annotated[str, typer.Option("--device", help="Torch device.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
@@ -89,12 +97,15 @@ def ground_command(
     found = find_media(videos, "video")
     failures = [Problem(str(p), r) for p, r in found.problems]
     music_library = MusicLibrary(library)
-    grounder = Grounder.from_checkpoint(checkpoint, clip, encoder_id=encoder_id, dtype=dtype.value, device=device)
+    grounder = Grounder.from_checkpoint(
+        checkpoint, clip, encoder_id=encoder_id, dtype=dtype.value, device=device, precision=precision.value
+    )
     grounder.check_library(music_library)
     targets = _render_targets(render, found.files) if render is not None and found.files else {}
     results: list[dict[str, Any]] = []
     with progress_bars(not json_output) as progress:
-        music_library.encoded(grounder.model, device=device, progress=progress)  # the cache, built once if needed
+        # The library's model cache, built (with a progress bar) if this model has none yet.
+        music_library.encoded(grounder.model, device=device, progress=progress, fingerprint=grounder.fingerprint)
         for index, video in enumerate(found.files):
             try:
                 frames = read_video_frames(video, window_start=window)

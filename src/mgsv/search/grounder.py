@@ -30,7 +30,7 @@ import numpy as np
 from mgsv.errors import InputError, SpecMismatchError
 from mgsv.features.spec import FeatureSpec
 from mgsv.search import ranker
-from mgsv.search.library import MusicLibrary, Track
+from mgsv.search.library import MusicLibrary, Track, model_fingerprint
 
 if TYPE_CHECKING:
     import torch
@@ -111,6 +111,7 @@ class Grounder:
         self.precision = precision
         self.source = source
         self.clip = clip
+        self.fingerprint = model_fingerprint(self.model)  # names the model's cache in every library
         if clip is not None:
             self.video_spec.check_compatible(clip.spec, what=f"CLIP encoder {clip.encoder_id} vs checkpoint {source}")
 
@@ -201,7 +202,7 @@ class Grounder:
         if feats.ndim != 2 or feats.shape[1] != self.video_spec.dim or len(feats) == 0:
             raise InputError(source, f"frame features must be [frames, {self.video_spec.dim}], got {list(feats.shape)}")
         self.check_library(library)
-        encoded = library.encoded(self.model, device=self.device)
+        encoded = library.encoded(self.model, device=self.device, fingerprint=self.fingerprint)
         with torch.inference_mode():
             from mgsv.evaluation.protocol import autocast
 

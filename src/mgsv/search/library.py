@@ -468,19 +468,29 @@ class MusicLibrary:
 
     # -- the model's music-side work, cached --------------------------------------------------------------------
 
-    def encoded(self, model: torch.nn.Module, device: str = "cpu", progress: Progress | None = None) -> LibraryEncoding:
-        """Every track encoded by `model` (`encode_music`), from memory, the disk cache, or computed and cached."""
-        fingerprint = model_fingerprint(model)
+    def encoded(
+        self,
+        model: torch.nn.Module,
+        device: str = "cpu",
+        progress: Progress | None = None,
+        fingerprint: str | None = None,
+    ) -> LibraryEncoding:
+        """Every track encoded by `model` (`encode_music`), from memory, the disk cache, or computed and cached.
+
+        `fingerprint` is `model_fingerprint(model)` when the caller has it (hashing the weights takes tens of ms).
+        """
+        fingerprint = fingerprint or model_fingerprint(model)
+        held = self._encodings.get(fingerprint)
         with self._connect() as db:
             db.execute("BEGIN")  # one snapshot: the revision and the tracks it counts
             revision = int(db.execute("SELECT value FROM state WHERE key = 'revision'").fetchone()[0])
+            if held is not None and held.revision == revision:
+                db.execute("COMMIT")
+                return held
             tracks = [Track.from_row(r) for r in db.execute(f"SELECT {_COLUMNS} FROM tracks ORDER BY rowid")]
             db.execute("COMMIT")
         if not tracks:
             raise InputError(self.root, "the music library has no tracks; add some with `mgsv library add`")
-        held = self._encodings.get(fingerprint)
-        if held is not None and held.revision == revision:
-            return held
         cache_path = self.root / CACHE_DIR / f"{fingerprint}.safetensors"
         if held is not None:
             cached = _split_hashes(held)
