@@ -10,4 +10,5 @@ from mgsv.cli import library  # noqa: F401
 from mgsv.cli import models  # noqa: F401
 from mgsv.cli import render  # noqa: F401
 from mgsv.cli import score  # noqa: F401
+from mgsv.cli import serve  # noqa: F401
 from mgsv.cli import train  # noqa: F401

@@ -1,0 +1,285 @@
+"""The grounding API: list tracks, ground an uploaded video, preview a moment, render a moment under the video.
+
+Moments are addressed by track id + start + end, checked against the library; the server looks the track's file
+up itself. Uploaded videos are addressed by the `upload_id` the grounding response returned (see kept_uploads.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from mgsv.errors import InputError
+from mgsv.serve.auth import get_runtime, require_user
+from mgsv.serve.http_errors import ApiError, ErrorBody
+from mgsv.serve.media_checks import inspect_video, peek_video_duration
+from mgsv.serve.preview import MEDIA_TYPE as PREVIEW_MEDIA_TYPE
+from mgsv.serve.preview import encode_preview
+from mgsv.serve.runtime import Runtime
+from mgsv.serve.schemas import (
+    GroundOptions,
+    GroundResponse,
+    MomentOut,
+    RenderRequest,
+    TrackList,
+    TrackOut,
+    VideoOut,
+)
+from mgsv.serve.uploads import receive_upload
+
+if TYPE_CHECKING:
+    from mgsv.search.library import MusicLibrary, Track
+
+log = logging.getLogger("mgsv.serve")
+
+END_TOLERANCE_S = 0.05  # = mgsv.media.render.END_TOLERANCE: rounding in moments and header durations
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        401: "missing or invalid API token",
+        404: "unknown track, upload or endpoint",
+        413: "upload larger than the server's limit",
+        415: "not a video / not multipart",
+        422: "invalid parameters, video too long, or moment outside the track",
+        503: "queue full or model still loading (see Retry-After)",
+    }.items()
+}
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_user)], responses=ERRORS)
+
+
+def multipart_body(file_field: str, description: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """OpenAPI description of a multipart body that `receive_upload` parses itself."""
+    properties = {file_field: {"type": "string", "format": "binary", "description": description}}
+    properties.update(options or {})
+    schema = {"type": "object", "required": [file_field], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+def track_out(track: Track) -> TrackOut:
+    """A library track without its server path."""
+    data = track.to_dict()
+    return TrackOut(**{name: data[name] for name in TrackOut.model_fields})
+
+
+def find_track(library: MusicLibrary, track_id: str) -> Track:
+    """The track with this id; ApiError 404 if there is none. The id is only ever a database key."""
+    from mgsv.features.store import UnknownIdsError
+
+    try:
+        return library.track(track_id)
+    except UnknownIdsError as exc:
+        raise ApiError(404, "unknown_track", f"no track with id {track_id!r} in the library") from exc
+
+
+def check_moment(track: Track, start: float, end: float) -> None:
+    """Refuse a moment that is not a real interval inside the track (422)."""
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise ApiError(422, "invalid_moment", "start_s and end_s must be finite numbers of seconds")
+    if start < 0 or end <= start:
+        raise ApiError(422, "invalid_moment", f"the moment must satisfy 0 <= start_s < end_s, got {start:g}-{end:g} s")
+    if end > track.duration + END_TOLERANCE_S:
+        raise ApiError(
+            422,
+            "moment_outside_track",
+            f"the moment {start:g}-{end:g} s is outside track {track.id!r}, which is {track.duration:.2f} s long",
+        )
+
+
+def check_track_file(track: Track) -> Path:
+    """The track's file, which must still be where it was added from (500 otherwise: the server's problem)."""
+    path = Path(track.path)
+    if not path.is_file():
+        log.error("track %s: its file %s is missing", track.id, path)
+        raise ApiError(500, "track_file_missing", f"the file of track {track.id!r} is missing on the server")
+    return path
+
+
+# -- status and library -------------------------------------------------------------------------------------------
+
+
+@router.get("/tracks", response_model=TrackList, tags=["library"], summary="List the library's tracks")
+def list_tracks(runtime: RuntimeDep) -> TrackList:
+    tracks = [track_out(t) for t in runtime.require_library().tracks()]
+    return TrackList(count=len(tracks), tracks=tracks)
+
+
+@router.get(
+    "/tracks/{track_id}/preview",
+    response_class=Response,
+    tags=["library"],
+    summary="A short MP3 of a moment of a track",
+    responses={200: {"content": {PREVIEW_MEDIA_TYPE: {}}, "description": "the preview (at most a few seconds)"}},
+)
+async def preview(
+    track_id: str,
+    runtime: RuntimeDep,
+    start_s: Annotated[float, Query(ge=0, description="seconds of the track")],
+    end_s: Annotated[float, Query(gt=0, description="seconds of the track; previews stop after the server's limit")],
+) -> Response:
+    library = runtime.require_library()
+    track = await run_in_threadpool(find_track, library, track_id)
+    check_moment(track, start_s, end_s)
+    path = check_track_file(track)
+    seconds = min(end_s - start_s, runtime.settings.limits.preview_seconds)
+    with runtime.media_queue.reserve() as ticket:
+        try:
+            data = await ticket.run(encode_preview, path, start_s, seconds)
+        except InputError as exc:
+            raise ApiError(500, "track_unreadable", f"track {track.id!r} cannot be decoded: {exc.problem}") from exc
+    return Response(
+        data,
+        media_type=PREVIEW_MEDIA_TYPE,
+        headers={"Cache-Control": "private, max-age=3600", "Content-Disposition": 'inline; filename="preview.mp3"'},
+    )
+
+
+# -- grounding ----------------------------------------------------------------------------------------------------
+
+
+def _options_schema() -> dict[str, Any]:
+    schema = GroundOptions.model_json_schema()
+    return schema["properties"]
+
+
+def parse_ground_options(fields: dict[str, str]) -> GroundOptions:
+    """The form fields as GroundOptions (empty fields count as absent); ApiError 422 if invalid."""
+    given = {name: value for name, value in fields.items() if value.strip() != ""}
+    try:
+        options = GroundOptions.model_validate(given)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ApiError(422, "invalid_field", problems) from exc
+    if options.snap == "beats":
+        from mgsv.search.beats import MissingExtraError, require_librosa
+
+        try:
+            require_librosa()
+        except MissingExtraError as exc:
+            raise ApiError(422, "snap_unavailable", f"this server cannot snap to beats: {exc}") from exc
+    return options
+
+
+def _ground_job(runtime: Runtime, video: Path, options: GroundOptions) -> tuple[int, list[Any], float]:
+    """Decode and ground on a model worker: (frames used, moments, seconds)."""
+    from mgsv.media.decode import read_video_frames
+
+    grounder, library = runtime.require_grounder()
+    started = time.perf_counter()
+    try:
+        frames = read_video_frames(video, window_start=options.window_start)
+        moments = grounder.ground_frames(
+            frames, library, options.top, fit_duration=options.fit_duration, snap=options.snap
+        )
+    except InputError as exc:
+        if exc.where == str(video):
+            raise ApiError(422, "cannot_ground", f"the uploaded video: {exc.problem}") from exc
+        if exc.where == str(library.root):
+            raise ApiError(409, "library_empty", exc.problem) from exc
+        raise
+    return len(frames), moments, time.perf_counter() - started
+
+
+@router.post(
+    "/ground",
+    response_model=GroundResponse,
+    tags=["grounding"],
+    summary="Upload a video; get the best moments of the library's tracks for it",
+    openapi_extra=multipart_body("video", "the query video (any container/codec FFmpeg decodes)", _options_schema()),
+)
+async def ground(request: Request, runtime: RuntimeDep) -> GroundResponse:
+    runtime.require_grounder()  # 503 while loading, before reading an upload
+    limits = runtime.settings.limits
+
+    async def peek(path: Path) -> None:
+        await run_in_threadpool(peek_video_duration, path, limits.max_video_seconds)
+
+    with runtime.model_queue.reserve() as ticket:
+        scratch = runtime.temp.scratch()
+        ticket.on_done(scratch.remove)
+        upload = await receive_upload(
+            request,
+            scratch.file("upload"),
+            file_field="video",
+            max_bytes=limits.max_upload_bytes,
+            allowed_fields=frozenset(GroundOptions.model_fields),
+            peek=peek,
+        )
+        options = parse_ground_options(upload.fields)
+        info = await run_in_threadpool(inspect_video, upload.path, limits.max_video_seconds)
+        frames_used, moments, seconds = await ticket.run(_ground_job, runtime, upload.path, options)
+        kept = runtime.uploads.keep(upload.path, info)
+    log.info("grounded a %.1f s video (%d bytes) in %.2f s", info.duration, upload.size, seconds)
+    return GroundResponse(
+        upload_id=kept.upload_id,
+        upload_expires_in_s=round(runtime.uploads.ttl, 1),
+        video=VideoOut(**info.to_dict(), frames_used=frames_used, window_start=options.window_start),
+        moments=[MomentOut(**{k: v for k, v in m.to_dict().items() if k in MomentOut.model_fields}) for m in moments],
+        seconds=round(seconds, 3),
+    )
+
+
+# -- rendering ----------------------------------------------------------------------------------------------------
+
+
+def _download_name(track_id: str, start: float) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", track_id).strip("-")[:60] or "track"
+    return f"mgsv-{stem}-{start:.1f}s.mp4"
+
+
+@router.post(
+    "/render",
+    response_class=FileResponse,
+    tags=["grounding"],
+    summary="Render the uploaded video with a music moment as its soundtrack (MP4 download)",
+    responses={200: {"content": {"video/mp4": {}}, "description": "the rendered video"}},
+)
+async def render(body: RenderRequest, runtime: RuntimeDep) -> FileResponse:
+    from mgsv.media.render import render_with_music
+
+    library = runtime.require_library()
+    track = await run_in_threadpool(find_track, library, body.track_id)
+    if body.end_s is not None:
+        check_moment(track, body.start_s, body.end_s)
+    elif body.start_s >= track.duration:
+        raise ApiError(
+            422,
+            "moment_outside_track",
+            f"the moment starts at {body.start_s:g} s, after the end of track {track.id!r} ({track.duration:.2f} s)",
+        )
+    path = check_track_file(track)
+    with runtime.media_queue.reserve() as ticket:
+        scratch = runtime.temp.scratch()
+        try:
+            video = runtime.uploads.link_into(body.upload_id, scratch.path)
+            # As `mgsv ground --render`: without an end the music runs for the whole video (to the track's end).
+            end = body.end_s if body.end_s is not None else min(body.start_s + video.info.duration, track.duration)
+            out = scratch.file("rendered.mp4")
+            try:
+                await ticket.run(
+                    render_with_music, video.path, path, body.start_s, end, out=out, keep_audio=body.keep_audio
+                )
+            except InputError as exc:
+                raise ApiError(422, "cannot_render", f"cannot render with track {track.id!r}: {exc.problem}") from exc
+        except BaseException:
+            ticket.on_done(scratch.remove)
+            raise
+    return FileResponse(
+        out,
+        media_type="video/mp4",
+        filename=_download_name(track.id, body.start_s),
+        background=BackgroundTask(scratch.remove),
+    )

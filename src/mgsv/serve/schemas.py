@@ -1,0 +1,108 @@
+"""Request and response bodies of the HTTP API (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mgsv.serve.settings import MAX_TOP
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # upload ids and presentation ids are server-made tokens of this form
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    status: Literal["loading", "ready", "failed"]
+    message: str
+    tracks: int | None = None
+    checkpoint: str | None = None
+    limits: dict[str, float | int] = {}
+    queues: dict[str, dict[str, Any]] = {}
+
+
+class TrackOut(BaseModel):
+    """A library track as the API shows it (no server paths)."""
+
+    id: str
+    title: str | None
+    artist: str | None
+    album: str | None
+    duration: float
+    licence: str | None
+    beyond_horizon: bool = Field(description="longer than 240 s: moments are only found in its first 240 s")
+    added_at: str
+
+
+class TrackList(BaseModel):
+    count: int
+    tracks: list[TrackOut]
+
+
+class MomentOut(BaseModel):
+    """One grounded moment: the track, where to cut it (seconds of the track) and how well it fits."""
+
+    rank: int
+    track_id: str
+    title: str | None
+    artist: str | None
+    licence: str | None
+    start_s: float
+    end_s: float
+    score: float = Field(description="relevance p_s in [-2, 2]; higher fits better")
+    track_duration: float
+    track_too_short: bool
+    snapped: bool
+    notes: list[str]
+
+
+class VideoOut(BaseModel):
+    duration: float
+    width: int
+    height: int
+    codec: str
+    has_audio: bool
+    frames_used: int = Field(description="1 fps frames the model read (at most 50)")
+    window_start: float
+
+
+class GroundResponse(BaseModel):
+    upload_id: str = Field(description="pass to POST /v1/render to render a moment under this video")
+    upload_expires_in_s: float
+    video: VideoOut
+    moments: list[MomentOut]
+    seconds: float = Field(description="server time spent grounding (decode, encode, rank, detect)")
+
+
+class GroundOptions(BaseModel):
+    """The form fields of POST /v1/ground besides the video."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top: int = Field(5, ge=1, le=MAX_TOP, description="tracks (one moment each) to return")
+    fit_duration: bool = Field(False, description="moments exactly as long as the video; shorter tracks skipped")
+    snap: Literal["beats"] | None = Field(None, description="move each moment's start onto a beat")
+    window_start: float = Field(0.0, ge=0.0, description="videos over 50 s: the second the model's 50 s start at")
+
+
+class RenderRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    upload_id: str = Field(pattern=ID_PATTERN)
+    track_id: str = Field(min_length=1, max_length=512)
+    start_s: float = Field(ge=0.0, description="where the music starts, in seconds of the track")
+    end_s: float | None = Field(
+        None, description="where the music stops; default: it runs for the whole video (or to the track's end)"
+    )
+    keep_audio: float = Field(0.0, ge=0.0, le=1.0, description="gain of the video's own audio in the mix")
+
+
+class AddTrackResponse(BaseModel):
+    added: bool = Field(description="false: the same content was already in the library")
+    track: TrackOut
+    warnings: list[str] = []

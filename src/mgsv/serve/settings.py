@@ -1,0 +1,120 @@
+"""What a `mgsv serve` process is configured with: the model and library, tokens, and the limits it enforces.
+
+Settings are plain frozen dataclasses, checked once by `ServeSettings.check()` so that a mistake (a missing token
+on a public address, a limit of zero) stops the server before it binds instead of surfacing at the first request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mgsv.errors import InputError, MgsvError
+
+MB = 1024 * 1024
+# = mgsv.encoders.clip.DEFAULT_CLIP / mgsv.encoders.ast.DEFAULT_AST, not imported: those modules load torch
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+DEFAULT_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"
+MIN_TOKEN_CHARS = 16  # a shorter shared secret is guessable by anyone who can reach the port
+MAX_TOP = 50  # moments per grounding request: p_s is computed for every track anyway, detection costs per moment
+
+
+class UnsafeBindError(MgsvError):
+    """The server would accept requests from the network without an API token."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost the server."""
+
+    max_upload_bytes: int = 200 * MB
+    max_video_seconds: float = 60.0  # the model reads 50 s; renders cost in proportion to the whole video
+    preview_seconds: float = 10.0  # longest preview clip; a longer moment is previewed from its start
+    queue_size: int = 8  # model jobs that may wait behind the running one before requests get 503
+    media_workers: int = 2  # threads cutting previews and rendering videos
+    media_queue_size: int = 16  # media jobs that may wait before requests get 503
+    keep_upload_seconds: float = 600.0  # how long a grounded video stays available for rendering
+    max_kept_bytes: int = 2048 * MB  # uploads kept for rendering, all together; the oldest go first
+
+    def check(self) -> None:
+        """Refuse limits that would make the server useless or unbounded."""
+        numbers = {
+            "--max-upload-mb": self.max_upload_bytes,
+            "--max-video-seconds": self.max_video_seconds,
+            "preview seconds": self.preview_seconds,
+            "--media-workers": self.media_workers,
+            "--keep-uploads-minutes": self.keep_upload_seconds,
+            "kept upload bytes": self.max_kept_bytes,
+        }
+        for name, value in numbers.items():
+            if not value > 0:
+                raise InputError(name, f"must be greater than 0, got {value}")
+        for name, value in {"--queue-size": self.queue_size, "media queue size": self.media_queue_size}.items():
+            if value < 0:
+                raise InputError(name, f"must be 0 or more, got {value}")
+        if self.max_kept_bytes < self.max_upload_bytes:
+            raise InputError("kept upload bytes", "must be at least the upload limit, or no upload could be kept")
+
+
+@dataclass(frozen=True)
+class AbStudySettings:
+    """The human-evaluation mode: two prediction files, the query videos, and where answers go."""
+
+    predictions_a: Path
+    predictions_b: Path
+    media: Path
+    database: Path
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything `create_app` needs. `checkpoint` is None only in the A/B study mode."""
+
+    library: Path
+    checkpoint: Path | None = None
+    clip: str = DEFAULT_CLIP
+    encoder_id: str | None = None
+    dtype: str = "auto"
+    device: str = "cpu"
+    ast: str = DEFAULT_AST  # loaded on the first admin upload only
+    api_token: str | None = None
+    admin_token: str | None = None
+    music_dir: Path | None = None  # where admin uploads are kept; default LIBRARY/uploaded-music
+    work_dir: Path | None = None  # parent of the private temporary folder; default the system's
+    cors_origins: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    ab_study: AbStudySettings | None = None
+
+    @property
+    def uploaded_music_dir(self) -> Path:
+        """Folder that keeps music files added through the admin endpoint (the library refers to them)."""
+        return self.music_dir if self.music_dir is not None else self.library / "uploaded-music"
+
+    def check(self, host: str | None = None) -> None:
+        """Refuse inconsistent settings; with `host`, also refuse a public bind without an API token."""
+        self.limits.check()
+        for name, token in (("--api-token", self.api_token), ("--admin-token", self.admin_token)):
+            if token is not None and (len(token) < MIN_TOKEN_CHARS or token != token.strip()):
+                raise InputError(
+                    name, f"a token must be at least {MIN_TOKEN_CHARS} characters without surrounding spaces"
+                )
+        if self.api_token is not None and self.api_token == self.admin_token:
+            raise InputError("--admin-token", "must differ from the API token (it grants more)")
+        if self.ab_study is None and self.checkpoint is None:
+            raise InputError("--checkpoint", "is required (or run the A/B study mode with --ab-study)")
+        if host is not None and not is_loopback(host) and self.api_token is None:
+            raise UnsafeBindError(
+                f"refusing to listen on {host}, which other machines can reach, without an API token: set "
+                "MGSV_API_TOKEN (or --api-token), or listen on 127.0.0.1"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    """True if `host` only accepts connections from this machine (a loopback address or "localhost")."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
