@@ -80,6 +80,20 @@ def test_padding_and_batch_mates_do_not_change_outputs(name: str) -> None:
             torch.testing.assert_close(model.relevance(alone_v, alone_m)[0, 0], scores[2, 2], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", BASELINE_PRESETS)
+def test_bf16_autocast_inference(name: str) -> None:
+    model = small(name).eval()
+    fv, fm, sv, sm = batch([7, 12], [20, 33])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        video, music = model.encode_video(fv, fm), model.encode_music(sv, sm)
+        outputs = []
+        if can_ground(model):
+            outputs.append(model.detect(video, music).final_spans)
+        if can_rank(model):
+            outputs.append(model.relevance(video, music))
+    assert outputs and all(out.dtype == torch.float32 and torch.isfinite(out).all() for out in outputs)
+
+
 def test_capabilities_follow_the_paper() -> None:
     for name in GROUNDING:
         model = small(name)

@@ -148,8 +148,9 @@ class MVPt(nn.Module):
         return EmbeddingEncoding(self.music_tower(segment_feats, mask))
 
     def relevance(self, video: EmbeddingEncoding, music: EmbeddingEncoding) -> Tensor:
-        """Cosine [B videos, M tracks] (float32)."""
-        return video.embedding @ music.embedding.T
+        """Cosine [B videos, M tracks] (float32, also under a bf16 autocast: close scores must keep their order)."""
+        with torch.autocast(video.embedding.device.type, enabled=False):
+            return video.embedding.float() @ music.embedding.float().T
 
     def forward(self, frame_feats: Tensor, frame_mask: Tensor, segment_feats: Tensor,
                 segment_mask: Tensor) -> RetrievalOutput:
