@@ -7,7 +7,7 @@ const study = { rater: localStorage.getItem(RATER_KEY) || "", presentation: null
 const askToken = mgsv.wireTokenPanel(next);
 
 function showError(message) {
-  $("error").textContent = message;
+  $("error").textContent = message ? message[0].toUpperCase() + message.slice(1) : "";
   $("error").hidden = !message;
 }
 

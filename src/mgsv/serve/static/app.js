@@ -11,7 +11,7 @@ function setState(name) {
 }
 
 function showError(message) {
-  $("error").textContent = message;
+  $("error").textContent = message ? message[0].toUpperCase() + message.slice(1) : "";
   $("error").hidden = !message;
 }
 
