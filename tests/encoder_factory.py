@@ -31,62 +31,8 @@ from pathlib import Path
 
 import torch
 
-TINY_CLIP_DIM = 16
-TINY_AST_DIM = 32
-
-
-def make_tiny_clip(folder: Path | str, *, vision_only: bool = False, image_size: int = 224, seed: int = 0) -> Path:
-    """Save a tiny CLIP (full CLIPModel, or only `CLIPVisionModelWithProjection`) to `folder`; return the folder."""
-    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": image_size,
-        "patch_size": 32,
-        "projection_dim": TINY_CLIP_DIM,
-    }
-    text = {
-        "hidden_size": 16,
-        "intermediate_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "vocab_size": 64,
-        "max_position_embeddings": 16,
-        "projection_dim": TINY_CLIP_DIM,
-        "bos_token_id": 0,
-        "eos_token_id": 1,
-        "pad_token_id": 1,
-    }
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=TINY_CLIP_DIM))
-    if vision_only:
-        # The vision tower of the full model, so both layouts of one seed hold the same vision weights.
-        tower = CLIPVisionModelWithProjection(CLIPVisionConfig(**vision))
-        prefixes = ("vision_model.", "visual_projection.")
-        tower.load_state_dict({k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}, strict=True)
-        model = tower
-    return _save(model, folder)
-
-
-def make_tiny_ast(folder: Path | str, *, with_classifier: bool = True, seed: int = 0) -> Path:
-    """Save a tiny AST (with an AudioSet-style classifier head, or the bare `ASTModel`) to `folder`; return it."""
-    from transformers import ASTConfig, ASTForAudioClassification, ASTModel
-
-    config = ASTConfig(
-        hidden_size=TINY_AST_DIM,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=5,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ASTForAudioClassification(config) if with_classifier else ASTModel(config)
-    return _save(model, folder)
+from mgsv.encoders.tiny import TINY_AST_DIM, TINY_CLIP_DIM, make_tiny_ast, make_tiny_clip  # noqa: F401
+from mgsv.encoders.tiny import save_pretrained_quietly as _save
 
 
 def make_real_size_clip(folder: Path | str, *, seed: int = 0) -> Path:
@@ -122,18 +68,3 @@ def install_in_hf_cache(
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(revision)
     return snapshot
-
-
-def _save(model: torch.nn.Module, folder: Path | str) -> Path:
-    from transformers.utils import logging as hf_logging
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(folder)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-    return folder
