@@ -87,6 +87,14 @@ def test_asking_a_grounding_only_model_for_msg_is_refused_plainly(
     assert code == 1 and "retrieval-only" in " ".join(err.split())
 
 
+def test_top_k_validation_of_a_grounding_only_model_is_refused_before_training(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["train", "--preset", "qd-detr+", "--data", str(data), "--out", str(tmp_path / "r"),
+                            "--eval-top-k", "5", *TINY], capsys)
+    assert code == 1 and "cannot rank tracks" in " ".join(err.split())
+    assert not (tmp_path / "r").exists()
+
+
 def test_retrieval_only_eval_reports_v2mr(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["eval", str(runs["mvpt+"]), "--json"], capsys)
     assert code == 0

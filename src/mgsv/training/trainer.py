@@ -34,7 +34,7 @@ from mgsv import __version__
 from mgsv.data.dataset import PairDataset
 from mgsv.errors import InputError, MgsvError, OutputExistsError
 from mgsv.evaluation import metrics as M
-from mgsv.evaluation.protocol import EvalOptions, autocast, collect_outputs, score_outputs
+from mgsv.evaluation.protocol import EvalOptions, autocast, check_capabilities, collect_outputs, score_outputs
 from mgsv.features.store import FeatureStore
 from mgsv.models.checkpoint import read_checkpoint_info, save_checkpoint
 from mgsv.models.registry import Preset, TrainingRecipe, config_from_dict, get_preset, param_groups
@@ -234,6 +234,8 @@ class Trainer:
         self.device = resolve_device(settings.device, self.dist)
         self.config = self.preset.config(**settings.model_overrides)
         self.recipe = _recipe(self.preset, settings.recipe_overrides)
+        with torch.device("meta"):  # refuse top-k validation of a model that cannot do it before anything is written
+            check_capabilities(self.preset.build_model(self.config), settings.eval_top_k)
         self.out = Path(settings.out_dir)
 
         store = FeatureStore(Path(settings.data_dir) / "features")
