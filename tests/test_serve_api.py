@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from grounding_factory import copy_library
+from grounding_factory import copy_library, make_synthetic_library
 from media_factory import write_test_video, write_tone
 from serve_factory import ADMIN_TOKEN, API_TOKEN, ServeLibrary, bearer, ready_client, serve_library, wait_ready
 
@@ -444,6 +444,20 @@ def test_readiness_while_loading_and_after_a_failed_load(lib: ServeLibrary, tmp_
         assert response.status_code == 503 and not response.json()["ready"]
         assert_error(post_video(client, b"x"), 503, "not_ready", "could not load")
         assert client.get("/v1/health").status_code == 200
+
+
+def test_an_empty_library_and_a_missing_track_file(lib: ServeLibrary, video: Path, tmp_path: Path) -> None:
+    empty = MusicLibrary.create(tmp_path / "empty", lib.setup.music_spec)
+    with ready_client(lib.settings(library=empty.root, work_dir=tmp_path)) as client:
+        assert client.get("/v1/ready", headers=AUTH).json()["tracks"] == 0  # ready: admins may add tracks
+        assert_error(post_video(client, video.read_bytes()), 409, "library_empty", "no tracks")
+    gone = tmp_path / "moved-away.ogg"
+    moved = make_synthetic_library(tmp_path / "moved", lib.setup.music_spec, [30.0], audio=gone)
+    with ready_client(lib.settings(library=moved.root, work_dir=tmp_path)) as client:
+        track_id = client.get("/v1/tracks", headers=AUTH).json()["tracks"][0]["id"]
+        response = client.get(f"/v1/tracks/{track_id}/preview?start_s=0&end_s=5", headers=AUTH)
+        body = assert_error(response, 500, "track_file_missing", track_id)
+        assert str(gone) not in body["message"]  # server paths stay in the log
 
 
 def test_cors_for_configured_origins(lib: ServeLibrary, tmp_path: Path) -> None:

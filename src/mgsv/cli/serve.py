@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -118,6 +119,13 @@ def serve_command(
     elif checkpoint is not None and not checkpoint.is_dir():
         raise InputError(checkpoint, "no such checkpoint folder")
     MusicLibrary(library)  # a missing or broken library is reported now, not after binding
+    if work_dir is not None:
+        try:
+            work_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(work_dir, f"cannot create the --work-dir folder: {exc.strerror or exc}") from exc
+        if not os.access(work_dir, os.W_OK | os.X_OK):
+            raise InputError(work_dir, "the --work-dir folder is not writable")
     settings = ServeSettings(
         library=library,
         checkpoint=checkpoint,

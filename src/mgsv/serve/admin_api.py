@@ -18,6 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from mgsv.errors import MgsvError
 from mgsv.serve.auth import get_runtime, require_admin
 from mgsv.serve.ground_api import ERRORS, multipart_body, track_out
 from mgsv.serve.http_errors import ApiError
@@ -66,6 +67,11 @@ def _add_job(runtime: Runtime, upload: ReceivedUpload, container_format: str) ->
             shutil.move(upload.path, target)
     try:
         report = library.add_files([target], runtime.ast_encoder)
+    except MgsvError as exc:  # e.g. --ast makes tokens of another spec than the library's: the server's setup
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        log.error("adding an uploaded track failed: %s", exc)
+        raise ApiError(500, "cannot_add_track", f"the server cannot add tracks: {exc}") from exc
     except BaseException:
         if created:
             shutil.rmtree(folder, ignore_errors=True)

@@ -93,7 +93,10 @@ def static_dir() -> Any:
 async def _expire_uploads(runtime: Runtime) -> None:
     while True:
         await asyncio.sleep(EXPIRE_EVERY_S)
-        await run_in_threadpool(runtime.uploads.expire)
+        try:
+            await run_in_threadpool(runtime.uploads.expire)
+        except OSError:  # keep sweeping: one failed unlink must not stop expiry for the server's lifetime
+            log.exception("removing expired uploads failed")
 
 
 def create_app(settings: ServeSettings) -> FastAPI:

@@ -121,6 +121,7 @@ class Runtime:
                 "max_top": MAX_TOP,
             },
             "queues": {"model": self.model_queue.stats(), "media": self.media_queue.stats()},
+            "kept_uploads": self.uploads.stats(),
         }
 
     def require_library(self) -> MusicLibrary:

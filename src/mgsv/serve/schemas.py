@@ -24,6 +24,7 @@ class Ready(BaseModel):
     checkpoint: str | None = None
     limits: dict[str, float | int] = {}
     queues: dict[str, dict[str, Any]] = {}
+    kept_uploads: dict[str, int] = Field({}, description="videos kept for rendering: count and bytes")
 
 
 class TrackOut(BaseModel):

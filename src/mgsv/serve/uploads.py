@@ -68,7 +68,7 @@ class _Receiver:
         self._header_bytes = 0
         self._field_name: str | None = None
         self._field_value = bytearray()
-        self._in_file = False
+        self.in_file = False
 
     def callbacks(self) -> dict:
         return {
@@ -85,7 +85,7 @@ class _Receiver:
         self._headers = {}
         self._field_name = None
         self._field_value = bytearray()
-        self._in_file = False
+        self.in_file = False
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
         self._count_header(end - start)
@@ -118,7 +118,7 @@ class _Receiver:
                     400, "malformed_upload", f"the field {self.file_field!r} must be a file, not a text value"
                 )
             self.have_file = True
-            self._in_file = True
+            self.in_file = True
             self.filename = options[b"filename"].decode("utf-8", "replace")[:255]
             self.content_type = self._headers.get("content-type")
             # O_EXCL: the name is fresh, and nothing (a planted link) can be there before us.
@@ -133,7 +133,7 @@ class _Receiver:
         self._field_name = name
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._in_file:
+        if self.in_file:
             self.size += end - start
             if self.size > self.max_bytes:
                 raise ApiError(
@@ -150,11 +150,11 @@ class _Receiver:
                 raise ApiError(422, "invalid_field", f"the form field {self._field_name!r} is too long")
 
     def _part_end(self) -> None:
-        if self._in_file:
+        if self.in_file:
             assert self.handle is not None
             self.handle.close()
             self.handle = None
-            self._in_file = False
+            self.in_file = False
         elif self._field_name is not None:
             try:
                 self.fields[self._field_name] = self._field_value.decode("utf-8")
@@ -230,7 +230,7 @@ async def receive_upload(
         receiver.close()
     if not receiver.have_file:
         raise ApiError(422, "missing_file", f"no file in the form field {file_field!r}")
-    if receiver._in_file:
+    if receiver.in_file:
         raise ApiError(400, "malformed_upload", "the multipart body ended in the middle of the file")
     if receiver.size == 0:
         raise ApiError(400, "empty_upload", "the uploaded file is empty (0 bytes)")
