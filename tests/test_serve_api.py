@@ -9,6 +9,8 @@ import logging
 import os
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -550,6 +552,25 @@ def live_server(settings) -> Iterator[int]:
         thread.join(30)
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One HTTP response (headers and a Content-Length body) read from a socket."""
+    response = b""
+    try:
+        while True:
+            head, _, body = response.partition(b"\r\n\r\n")
+            lines = head.lower().split(b"\r\n")
+            length = [int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length")]
+            if length and len(body) >= length[0]:
+                break
+            data = sock.recv(65536)
+            if not data:
+                break
+            response += data
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return response
+
+
 def stream_until_answered(port: int, head: bytes, filler: bytes, total: int) -> tuple[int, int, bytes]:
     """Send a chunked multipart body until the server answers; (bytes of body sent, status, response)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -568,21 +589,7 @@ def stream_until_answered(port: int, head: bytes, filler: bytes, total: int) -> 
                 break
     except (BrokenPipeError, ConnectionResetError):
         pass  # the server closed the connection after answering
-    response = b""
-    try:
-        while True:
-            head, _, body = response.partition(b"\r\n\r\n")
-            length = [
-                int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length")
-            ]
-            if length and len(body) >= length[0]:
-                break
-            data = sock.recv(65536)
-            if not data:
-                break
-            response += data
-    except (ConnectionResetError, TimeoutError):
-        pass
+    response = read_response(sock)
     sock.close()
     return sent, int(response.split(b" ", 2)[1]), response
 
@@ -604,6 +611,44 @@ def test_limits_are_enforced_while_the_upload_streams(lib: ServeLibrary, tmp_pat
         assert status == 413 and b"upload_too_large" in response
         assert sent < 12 * MB
     assert leftover_request_dirs(tmp_path / "work") == leftover_request_dirs(tmp_path / "work2") == []
+
+
+def test_a_stalled_upload_is_abandoned(lib: ServeLibrary, tmp_path: Path) -> None:
+    settings = lib.settings(work_dir=tmp_path, limits=Limits(queue_size=0, upload_idle_seconds=0.5))
+    with live_server(settings) as port:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        head = (f"POST /v1/ground HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_TOKEN}\r\n"
+                "Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000\r\n\r\n--B\r\n")  # fmt: skip
+        started = time.monotonic()
+        sock.sendall(head.encode())  # ... and then nothing more
+        answer = read_response(sock)
+        assert answer.startswith(b"HTTP/1.1 408") and b"upload_stalled" in answer
+        assert 0.4 < time.monotonic() - started < 10
+        sock.close()
+        # Its place (the only one: queue size 0) is free again.
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as http:
+            assert http.get("/v1/ready").json()["queues"]["model"]["reserved"] == 0
+
+
+def test_a_killed_server_leaves_nothing_for_long(lib: ServeLibrary, tmp_path: Path) -> None:
+    env = {**os.environ, "MGSV_API_TOKEN": API_TOKEN, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "mgsv", "serve", "--library", str(lib.library), "--checkpoint",
+               str(lib.setup.checkpoint), "--clip", str(lib.setup.clip_dir), "--port", "0", "--work-dir",
+               str(tmp_path)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not private_dirs(tmp_path) and time.monotonic() < deadline:
+            assert process.poll() is None
+            time.sleep(0.1)
+        (folder,) = private_dirs(tmp_path)
+    finally:
+        process.kill()  # SIGKILL: no shutdown code runs
+        process.wait()
+    assert folder.exists()
+    root = PrivateTempRoot(tmp_path)  # the next server to start
+    assert not folder.exists() and folder in root.swept
+    root.close()
 
 
 def test_peek_reads_only_a_declared_duration(tmp_path: Path) -> None:

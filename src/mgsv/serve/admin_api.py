@@ -102,7 +102,11 @@ async def add_track(request: Request, response: Response, runtime: Annotated[Run
         scratch = runtime.temp.scratch()
         ticket.on_done(scratch.remove)
         upload = await receive_upload(
-            request, scratch.file("upload"), file_field="file", max_bytes=limits.max_upload_bytes
+            request,
+            scratch.file("upload"),
+            file_field="file",
+            max_bytes=limits.max_upload_bytes,
+            idle_seconds=limits.upload_idle_seconds,
         )
         _, container_format = await run_in_threadpool(inspect_music, upload.path)
         status, body = await ticket.run(_add_job, runtime, upload, container_format)

@@ -215,6 +215,7 @@ async def ground(request: Request, runtime: RuntimeDep) -> GroundResponse:
             scratch.file("upload"),
             file_field="video",
             max_bytes=limits.max_upload_bytes,
+            idle_seconds=limits.upload_idle_seconds,
             allowed_fields=frozenset(GroundOptions.model_fields),
             peek=peek,
         )

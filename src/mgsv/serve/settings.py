@@ -36,6 +36,7 @@ class Limits:
     media_queue_size: int = 16  # media jobs that may wait before requests get 503
     keep_upload_seconds: float = 600.0  # how long a grounded video stays available for rendering
     max_kept_bytes: int = 2048 * MB  # uploads kept for rendering, all together; the oldest go first
+    upload_idle_seconds: float = 60.0  # an upload that sends nothing for this long is abandoned (408)
 
     def check(self) -> None:
         """Refuse limits that would make the server useless or unbounded."""
@@ -46,6 +47,7 @@ class Limits:
             "--media-workers": self.media_workers,
             "--keep-uploads-minutes": self.keep_upload_seconds,
             "kept upload bytes": self.max_kept_bytes,
+            "upload idle seconds": self.upload_idle_seconds,
         }
         for name, value in numbers.items():
             if not value > 0:

@@ -8,15 +8,17 @@ folder. Limits are checked on the way:
 - the file part is counted and the upload cut off at the first byte over the limit (413);
 - after the first `peek_bytes`, `peek(path)` may look at what arrived (the server reads the container header
   there, so a video whose header already says it is too long is refused without receiving the rest);
-- small form fields are capped in size and number, unknown ones refused (a typo must not be ignored).
+- small form fields are capped in size and number, unknown ones refused (a typo must not be ignored);
+- a client that stops sending for `idle_seconds` is answered 408, so that a stalled upload frees its place.
 
 The client's file name is kept only as a label (`filename`); it never becomes part of a path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,7 @@ MAX_FIELDS = 16
 MAX_HEADER_BYTES = 16 * 1024  # all part headers together
 BODY_OVERHEAD = 64 * 1024  # multipart boundaries, part headers and small fields around the file
 PEEK_BYTES = 1024 * 1024
+IDLE_SECONDS = 60.0  # = Limits.upload_idle_seconds
 
 
 @dataclass
@@ -167,6 +170,20 @@ class _Receiver:
             self.handle = None
 
 
+async def _with_idle_timeout(chunks: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """The chunks of a body, or ApiError 408 when none arrives for `seconds`."""
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), seconds)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError as exc:
+            raise ApiError(
+                408, "upload_stalled", f"no upload data arrived for {seconds:g} s; the upload was abandoned"
+            ) from exc
+        yield chunk
+
+
 async def receive_upload(
     request: Request,
     target: Path,
@@ -176,6 +193,7 @@ async def receive_upload(
     allowed_fields: frozenset[str] = frozenset(),
     peek: Callable[[Path], Awaitable[None]] | None = None,
     peek_bytes: int = PEEK_BYTES,
+    idle_seconds: float = IDLE_SECONDS,
 ) -> ReceivedUpload:
     """Stream a multipart/form-data request into `target` (see the module docstring); ApiError on any problem."""
     content_type, params = parse_options_header(request.headers.get("content-type"))
@@ -200,7 +218,7 @@ async def receive_upload(
     peeked = peek is None
     received = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in _with_idle_timeout(request.stream(), idle_seconds):
             if not chunk:
                 continue
             received += len(chunk)
