@@ -94,8 +94,9 @@ def serve_command(
 ) -> None:
     """Serve the grounding API and web page; with --ab-study, the human A/B evaluation instead.
 
-    Every endpoint but /v1/health needs the API token when one is set; listening on an address other machines can
-    reach needs one. The page is at http://HOST:PORT/ and the OpenAPI schema at /v1/openapi.json. Stop with Ctrl-C.
+    Every endpoint but /v1/health needs the API token when one is set; listening on an address other machines can reach needs one.
+
+    The page is at http://HOST:PORT/ and the OpenAPI schema at /v1/openapi.json (docs/serve.md). Stop with Ctrl-C.
     """
     import uvicorn
 
