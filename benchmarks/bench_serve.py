@@ -3,7 +3,8 @@
 Builds tiny encoders, a tiny MaDe checkpoint and a library of random-token tracks (tests/grounding_factory.py),
 starts `mgsv serve --port 0` as a subprocess, then sends rounds of N simultaneous POST /v1/ground requests (each
 uploads the same generated video). Prints per-round latency percentiles, status counts and the server process's
-memory (VmRSS, and VmHWM = its peak) before and after. With --overload it restarts the server with a small queue
+memory (VmRSS, and VmHWM = its peak) before and after, and how fast /v1/health answers meanwhile (the event loop
+must stay free while model jobs run). With --overload it restarts the server with a small queue
 and shows the burst being answered 503 + Retry-After instead of being queued without bound.
 
     nice .venv/bin/python benchmarks/bench_serve.py                          # 2 rounds of 32 requests
@@ -85,12 +86,27 @@ async def one_request(client: httpx.AsyncClient, video: bytes) -> tuple[int, flo
     return response.status_code, time.perf_counter() - started, response.headers.get("Retry-After")
 
 
-async def burst(url: str, video: bytes, count: int) -> list[tuple[int, float, str | None]]:
-    """`count` grounding requests sent at the same moment, each on its own connection."""
+async def poll_health(url: str, stop: asyncio.Event, latencies: list[float]) -> None:
+    """GET /v1/health every 100 ms until `stop`: how responsive the event loop stays while jobs run."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            await client.get("/v1/health")
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.1)
+
+
+async def burst(url: str, video: bytes, count: int, health: list[float]) -> list[tuple[int, float, str | None]]:
+    """`count` grounding requests sent at the same moment, each on its own connection, while health is polled."""
     limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
     headers = {"Authorization": f"Bearer {TOKEN}"}
+    stop = asyncio.Event()
+    poller = asyncio.create_task(poll_health(url, stop, health))
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, limits=limits) as client:
-        return await asyncio.gather(*(one_request(client, video) for _ in range(count)))
+        results = await asyncio.gather(*(one_request(client, video) for _ in range(count)))
+    stop.set()
+    await poller
+    return results
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -98,7 +114,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-def report(name: str, results: list[tuple[int, float, str | None]], memory: dict[str, float], wall: float) -> None:
+def report(
+    name: str,
+    results: list[tuple[int, float, str | None]],
+    memory: dict[str, float],
+    wall: float,
+    health: list[float] | None = None,
+) -> None:
     latencies = [seconds for status, seconds, _ in results if status == 200]
     statuses = Counter(status for status, _, _ in results)
     errors = sum(count for status, count in statuses.items() if status != 200)
@@ -109,6 +131,9 @@ def report(name: str, results: list[tuple[int, float, str | None]], memory: dict
     line += f"errors {errors}  statuses {dict(sorted(statuses.items()))}  "
     line += f"RSS {memory['VmRSS']:.0f} MB (peak {memory['VmHWM']:.0f} MB)"
     print(line, flush=True)
+    if health:
+        print(f"{'':<10} /v1/health meanwhile: {len(health)} polls, p50 {statistics.median(health) * 1000:.0f} ms, "
+              f"p95 {percentile(health, 95) * 1000:.0f} ms, max {max(health) * 1000:.0f} ms", flush=True)  # fmt: skip
     retry = sorted({r for status, _, r in results if status == 503 and r})
     if retry:
         print(f"{'':<10} 503 answers carried Retry-After: {', '.join(retry)} s", flush=True)
@@ -140,20 +165,25 @@ def main() -> None:
             print(f"server pid {pid}, queue {args.requests} waiting + 1 running", flush=True)
             report("ready", [], memory_mb(pid), 0.0)
             started = time.perf_counter()
-            warm = asyncio.run(burst(url, video, 1))
+            warm = asyncio.run(burst(url, video, 1, []))
             report("warm-up", warm, memory_mb(pid), time.perf_counter() - started)
             for number in range(1, args.rounds + 1):
                 started = time.perf_counter()
-                results = asyncio.run(burst(url, video, args.requests))
-                report(f"round {number}", results, memory_mb(pid), time.perf_counter() - started)
+                health: list[float] = []
+                results = asyncio.run(burst(url, video, args.requests, health))
+                report(f"round {number}", results, memory_mb(pid), time.perf_counter() - started, health)
             kept = httpx.get(f"{url}v1/ready", headers={"Authorization": f"Bearer {TOKEN}"}).json()["kept_uploads"]
             print(f"kept uploads: {kept['count']} ({kept['bytes'] / 1024 / 1024:.1f} MB, bounded by the server)")
 
         if args.overload:
             with server(library.root, setup, work, queue_size=4) as (url, pid):
                 started = time.perf_counter()
-                results = asyncio.run(burst(url, video, args.requests))
+                results = asyncio.run(burst(url, video, args.requests, []))
                 report("overload", results, memory_mb(pid), time.perf_counter() - started)
+        for log in sorted(work.glob("server-*.log")):
+            text = log.read_text(errors="replace")
+            if "Traceback" in text:  # a 500: show what the server logged
+                print(f"--- {log.name} ---\n{text[-6000:]}")
         leftovers = list(work.glob("mgsv-serve-*"))
         print(f"temporary folders left after shutdown: {len(leftovers)}")
 
