@@ -190,5 +190,5 @@ def shared_real_library(tmp_path_factory: pytest.TempPathFactory, music_dirs: di
 
 def copy_library(library: Path, target: Path) -> Path:
     """A copy of a library folder that a test may change."""
-    shutil.copytree(library, target, ignore=shutil.ignore_patterns("cache"))
+    shutil.copytree(library, target, ignore=shutil.ignore_patterns("cache", "index"))
     return target

@@ -1,4 +1,4 @@
-"""The music library: `mgsv library add/list/remove` on real music, crash safety, format and spec checks, cache."""
+"""The music library: `mgsv library add/list/remove` on real music, crash safety, format and spec checks, track index."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from mgsv.encoders.ast import MusicTokens, window_layout
 from mgsv.errors import InputError
 from mgsv.features.store import StoreBusyError, UnknownIdsError
 from mgsv.models.checkpoint import load_checkpoint
-from mgsv.search.library import MusicLibrary, model_fingerprint
+from mgsv.search.library import EncodedLibrary, MusicLibrary, model_fingerprint
+from mgsv.search.ranker import exact_scores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -374,26 +375,36 @@ def test_add_killed_with_sigkill_loses_nothing_added(
     assert final.store.verify() == {"music": len(files)}
 
 
-# ---------------------------------------------------------------------------------------------------- model cache
+# ---------------------------------------------------------------------------------------------------- track index
 
 
-def test_model_cache_is_reused_and_updated_when_tracks_change(shared: SharedLibrary, tmp_path: Path) -> None:
+def all_scores(model: torch.nn.Module, encoding: EncodedLibrary, video) -> dict[str, float]:
+    """p_s of every live track of an encoded library, by content hash."""
+    rows = np.flatnonzero(encoding.catalog.live)
+    scores = exact_scores(model, video, encoding.index, rows)
+    return {encoding.index.hashes[r].decode(): float(s) for r, s in zip(rows, scores, strict=True)}
+
+
+def test_track_index_is_reused_and_updated_when_tracks_change(shared: SharedLibrary, tmp_path: Path) -> None:
     model, _ = load_checkpoint(shared.setup.checkpoint)
     path = copy_library(shared.library, tmp_path / "lib")
     library = MusicLibrary(path)
     first = library.encoded(model)
-    cache = path / "cache" / f"{model_fingerprint(model)}.safetensors"
-    assert cache.is_file() and len(first.tracks) == len(library)
+    root = path / "index" / model_fingerprint(model)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert len(first) == len(library) == len(first.index) and len(manifest["segments"]) == 1
+    assert len(manifest["segments"][0]["buckets"]) > 1  # tracks grouped by length
 
-    # A fresh process (here: a fresh instance) reads the cache instead of encoding.
+    # A fresh process (here: a fresh instance) reads the index instead of encoding.
     reread = MusicLibrary(path).encoded(model)
-    assert [t.id for t in reread.tracks] == [t.id for t in first.tracks]
-    assert len(reread.parts) == len(first.parts) > 1  # tracks grouped by padded length
-    for ours, theirs in zip(reread.parts, first.parts, strict=True):
-        assert torch.equal(ours.xpool.grams, theirs.xpool.grams) and torch.equal(ours.tokens, theirs.tokens)
+    assert reread.index.generation == first.index.generation
+    np.testing.assert_array_equal(reread.index.hashes, first.index.hashes)
 
-    # Removing tracks drops their rows; adding one encodes only it. The result equals encoding from scratch.
+    # Removing tracks hides them at once; adding one encodes only it, as a new segment.
+    video = model.encode_video(torch.randn(1, 7, 16), torch.ones(1, 7, dtype=torch.bool))
     library.remove(["defeat", "sad"])
+    hidden = library.encoded(model)
+    assert hidden.catalog.count == len(library) and hidden.index.generation == first.index.generation
     rng = np.random.default_rng(3)
     with library.writer() as writer:
         writer.add_tokens(
@@ -404,20 +415,26 @@ def test_model_cache_is_reused_and_updated_when_tracks_change(shared: SharedLibr
             duration=73.0,
         )
     updated = library.encoded(model)
-    assert {t.id for t in updated.tracks} == {t.id for t in library.tracks()}
-    shutil.rmtree(path / "cache")
-    scratch = MusicLibrary(path).encoded(model)
-    order = {t.id: i for i, t in enumerate(scratch.tracks)}
-    rows = [order[t.id] for t in updated.tracks]
-    video = model.encode_video(torch.randn(1, 7, 16), torch.ones(1, 7, dtype=torch.bool))
+    assert len(updated.index.segments) == 2 and updated.catalog.count == len(library)
+    incremental = all_scores(model, updated, video)
+    assert set(incremental) == {t.content_hash for t in library.tracks()}
+
+    # The same scores as an index built from scratch, and as the model on every track's tokens.
+    shutil.rmtree(path / "index")
+    scratch = all_scores(model, MusicLibrary(path).encoded(model), video)
+    assert scratch == pytest.approx(incremental, rel=1e-6, abs=1e-6)
+    hashes = list(incremental)
     with torch.inference_mode():
-        incremental = torch.cat([model.relevance(video, part) for part in updated.parts], dim=1)
-        fresh = torch.cat([model.relevance(video, part) for part in scratch.parts], dim=1)[:, rows]
-        # Tracks encoded alone (padded to 96) score the same as in their length buckets.
-        unbucketed = model.encode_music(*library.features().batch([t.content_hash for t in updated.tracks]))
-        direct = model.relevance(video, unbucketed)
-    torch.testing.assert_close(incremental, fresh, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(incremental, direct, rtol=1e-5, atol=1e-5)
+        direct = model.relevance(video, model.encode_music(*library.features().batch(hashes)))[0]
+    np.testing.assert_allclose([incremental[h] for h in hashes], direct.numpy(), rtol=0, atol=1e-4)
+
+    # Removing most tracks compacts the index into one segment of the remaining tracks.
+    library.remove([t.id for t in library.tracks()[: len(library) // 2]])
+    compacted = library.encoded(model)
+    assert len(compacted.index.segments) == 1 and len(compacted.index) == len(library) == compacted.catalog.count
+    kept = all_scores(model, compacted, video)
+    assert kept == pytest.approx({h: incremental[h] for h in kept}, rel=1e-6, abs=1e-6)
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith("seg-")) == [compacted.index.segments[0].info.name]
 
 
 def test_model_fingerprint_follows_the_weights(tmp_path: Path) -> None:
@@ -442,15 +459,23 @@ def test_synthetic_library_and_empty_library_errors(tmp_path: Path) -> None:
         library.track("nope")
 
 
-def test_an_unwritable_cache_does_not_stop_grounding(
+def test_an_unwritable_index_does_not_stop_grounding(
     shared: SharedLibrary, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = copy_library(shared.library, tmp_path / "lib")
-    (path / "cache").write_text("a file where the cache folder should be")  # mkdir fails, as on a read-only disk
+    (path / "index").write_text("a file where the index folder should be")  # mkdir fails, as on a read-only disk
     model, _ = load_checkpoint(shared.setup.checkpoint)
-    encoding = MusicLibrary(path).encoded(model)
+    library = MusicLibrary(path)
+    encoding = library.encoded(model)
     assert len(encoding) == len(shared.add_report["added"])
-    assert "cannot write the model cache" in caplog.text
+    assert "cannot write the track index" in caplog.text
+    scratch = encoding.index.root.parent
+    assert scratch.is_dir() and not scratch.is_relative_to(path)
+    del encoding, library
+    import gc
+
+    gc.collect()
+    assert not scratch.exists()  # the private copy goes with the library object
 
 
 def test_adding_nothing_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from torch.testing import assert_close
 
 from mgsv.models import MaDe, MaDeConfig, MusicEncoding, build_model, get_preset, list_presets
 from mgsv.models.layers import ModelInputError, MultiHeadAttention, TokenLayout
-from mgsv.models.made import ABLATIONS
+from mgsv.models.made import ABLATIONS, standardize_tokens
 from mgsv.models.registry import (
     ConfigError,
     UnknownPresetError,
@@ -198,6 +198,41 @@ def test_padding_and_batch_composition_do_not_change_results(small_model: MaDe) 
         assert_close(small_model.relevance(video, whole.select([2, 0])), full[:, [2, 0]], rtol=1e-5, atol=1e-6)
         picked = small_model.detect(video.select([2, 0]), whole.select([2, 0]))
         assert_close(picked.spans, reference.detection.spans[:, [2, 0]], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("matching", ["both", "h0", "xpool"])
+def test_standardized_relevance_matches_the_folded_path(matching: str) -> None:
+    """p_s from standardised tokens (what a library's track index stores) equals `relevance`, any padding."""
+    torch.manual_seed(1)
+    model = perturb(build_model("made", **SMALL, matching=matching)).eval()
+    inputs = make_batch([5, 33, 17], [70, 12, 40, 96, 1])
+    with torch.no_grad():
+        video = model.encode_video(inputs[0][:3], inputs[1][:3])
+        music = model.encode_music(inputs[2], inputs[3])
+        expected = model.relevance(video, music)
+        eps = model.xpool.norm_in.eps if model.xpool is not None else 1e-5
+        standard, mean, std = standardize_tokens(music.tokens, music.mask, eps)
+        assert_close(standard * std[..., None] + mean[..., None], music.tokens, rtol=1e-5, atol=1e-5)
+        assert_close(model.relevance_standardized(video, music.embedding, standard, music.mask), expected,
+                     rtol=1e-5, atol=1e-6)
+        # Cut to the tracks' own longest length, padded further, or stored as float16: the same scores.
+        short = model.relevance_standardized(video, music.embedding[:3], standard[:3, :70], music.mask[:3, :70])
+        assert_close(short, expected[:, :3], rtol=1e-5, atol=1e-6)
+        wide = model.relevance_standardized(video, music.embedding, F.pad(standard, (0, 0, 0, 8)),
+                                            F.pad(music.mask, (0, 8)))
+        assert_close(wide, expected, rtol=1e-5, atol=1e-6)
+        rounded = model.relevance_standardized(video, music.embedding, standard.half(), music.mask)
+        assert float((rounded - expected).abs().max()) < 1e-3
+
+
+def test_one_chunk_relevance_reads_the_state_in_place(small_model: MaDe) -> None:
+    """A single chunk covering every track (one video against a library part) skips reordering, same values."""
+    inputs = make_batch([9], [70, 12, 40, 96, 3])
+    with torch.no_grad():
+        video = small_model.encode_video(inputs[0][:1], inputs[1][:1])
+        music = small_model.encode_music(inputs[2], inputs[3])
+        whole = small_model.relevance(video, music)  # default chunk: every track at once
+        assert_close(small_model.relevance(video, music, chunk=2), whole, rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_autocast_inference_is_close_to_float32(small_model: MaDe) -> None:

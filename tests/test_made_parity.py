@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch.testing import assert_close
 
-from mgsv.models.made import MaDe, MaDeConfig, MaDeOutput
+from mgsv.models.made import MaDe, MaDeConfig, MaDeOutput, standardize_tokens
 from mgsv.models.official_keys import official_to_ours
 from mgsv.training.losses import fixture_key, made_losses
 
@@ -124,6 +124,10 @@ def test_inference_api_matches_official(parity_dir: Path, inputs, weights: str, 
     assert_close(scores.s1, ref["S1"], **TOL)
     assert_close(scores.p_s, ref["p_s"], **TOL)
     assert_close(model.relevance(video, music), ref["p_s"], **TOL)
+    # The compact form a library's track index stores (standardised tokens) gives the official p_s too.
+    standard, _, _ = standardize_tokens(music.tokens, music.mask, model.xpool.norm_in.eps)
+    with torch.no_grad():
+        assert_close(model.relevance_standardized(video, music.embedding, standard, music.mask), ref["p_s"], **TOL)
     assert_close(detection.spans, ref["pred_spans_all"], **TOL)
     assert_close(detection.logits, ref["pred_logits_all"], **TOL)
 

@@ -25,6 +25,17 @@ class PrecisionChoice(str, Enum):
     bf16 = "bf16"
 
 
+class IndexChoice(str, Enum):
+    exact = "exact"
+    faiss = "faiss"
+    lance = "lance"
+
+
+class MemoryChoice(str, Enum):
+    disk = "disk"
+    ram = "ram"
+
+
 def _render_targets(render: Path, videos: list[Path]) -> dict[Path, Path]:
     """Output file per video: `render` itself for one video, else `render`/<stem>.mp4 (a folder)."""
     if len(videos) == 1 and not render.is_dir():
@@ -74,10 +85,34 @@ def ground_command(
     precision: Annotated[
         PrecisionChoice, typer.Option("--precision", help="MaDe arithmetic: fp32, or bf16 autocast (faster on AMX).")
     ] = PrecisionChoice.fp32,
+    min_duration: Annotated[
+        float | None, typer.Option("--min-duration", min=0.0, help="Only tracks at least this many seconds long.")
+    ] = None,
+    licence: Annotated[
+        list[str] | None, typer.Option("--licence", help="Only tracks with this licence tag; repeat for any of several.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Only tracks with this tag, KEY=VALUE (e.g. genre=ambient); repeat.")
+    ] = None,
+    candidates: Annotated[
+        int, typer.Option("--candidates", min=1, help="Tracks scored exactly (the top K by h0 similarity).")
+    ] = 2000,
+    index: Annotated[IndexChoice, typer.Option("--index", help="Candidate stage: exact scan, faiss or lance.")] = (
+        IndexChoice.exact
+    ),
+    faiss_factory: Annotated[
+        str | None, typer.Option("--faiss-factory", help="With --index faiss: FAISS factory string (IVF..,Flat).")
+    ] = None,
+    index_memory: Annotated[
+        MemoryChoice, typer.Option("--index-memory", help="Track index tokens: read per query (disk) or held (ram).")
+    ] = MemoryChoice.disk,
     device: Annotated[str, typer.Option("--device", help="Torch device.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Rank every library track for each video by relevance and give the best moment of the top tracks.
+    """Find the tracks that fit each video best and the best moment of each.
+
+    Candidates: the --candidates tracks closest to the video by h0 (after the filters); their relevance p_s is then
+    computed exactly. Libraries of up to --candidates tracks are searched exhaustively.
 
     Moments are in seconds of the track; scores are p_s (higher is better, in [-2, 2]).
 
@@ -87,6 +122,8 @@ def ground_command(
     from mgsv.extract.discover import find_media
     from mgsv.extract.problems import Problem, problem_for
     from mgsv.media.decode import read_video_frames
+    from mgsv.search.candidates import SearchOptions
+    from mgsv.search.catalog import TrackFilter
     from mgsv.search.grounder import Grounder, render_moment
     from mgsv.search.library import MusicLibrary
 
@@ -94,23 +131,27 @@ def ground_command(
         from mgsv.search.beats import require_librosa
 
         require_librosa()  # a missing extra fails the command at once, not every video one by one
+    filters = TrackFilter.parse(min_duration, licence or [], tag or [])
+    search = SearchOptions(candidates, index.value, faiss_factory, index_memory.value)
     found = find_media(videos, "video")
     failures = [Problem(str(p), r) for p, r in found.problems]
     music_library = MusicLibrary(library)
     grounder = Grounder.from_checkpoint(
-        checkpoint, clip, encoder_id=encoder_id, dtype=dtype.value, device=device, precision=precision.value
+        checkpoint, clip, encoder_id=encoder_id, dtype=dtype.value, device=device, precision=precision.value,
+        search=search,
     )
     grounder.check_library(music_library)
     targets = _render_targets(render, found.files) if render is not None and found.files else {}
     results: list[dict[str, Any]] = []
     with progress_bars(not json_output) as progress:
-        # The library's model cache, built (with a progress bar) if this model has none yet.
-        music_library.encoded(grounder.model, device=device, progress=progress, fingerprint=grounder.fingerprint)
-        for index, video in enumerate(found.files):
+        # The library's track index for this model, built or updated (with a progress bar) before the first video.
+        grounder.encoded(music_library, progress)
+        for number, video in enumerate(found.files):
             try:
                 frames = read_video_frames(video, window_start=window)
                 moments = grounder.ground_frames(
-                    frames, music_library, top, fit_duration=fit_duration, snap=snap.value if snap else None
+                    frames, music_library, top, fit_duration=fit_duration, snap=snap.value if snap else None,
+                    filters=filters,
                 )
                 result: dict[str, Any] = {
                     "video": str(video),
@@ -127,7 +168,7 @@ def ground_command(
             except MgsvError as exc:
                 failures.append(problem_for(video, exc))
             if progress:
-                progress("ground", index + 1, len(found.files))
+                progress("ground", number + 1, len(found.files))
     if json_output:
         typer.echo(json.dumps({"results": results, "failures": [p.to_dict() for p in failures]}))
     else:

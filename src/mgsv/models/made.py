@@ -73,6 +73,20 @@ ABLATIONS: dict[str, dict] = {
 _RELEVANCE_CHUNK_ELEMENTS = 1 << 25
 
 
+def standardize_tokens(tokens: Tensor, mask: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """A LayerNorm's normalisation without its affine: (standardised tokens [M, L, d], mean [M, L], std [M, L]).
+
+    With X-Pool's input norm (LN1) eps, the standardised tokens are all X-Pool needs from a track at inference
+    (`XPool.similarity_standardized`), and tokens = standardised * std + mean gives them back. Float32; padded
+    positions hold zeros (std 1).
+    """
+    x = tokens.float()
+    mean = x.mean(-1)
+    std = torch.sqrt(x.var(-1, unbiased=False) + eps)
+    standard = ((x - mean[..., None]) / std[..., None]).masked_fill(~mask[..., None], 0.0)
+    return standard, mean.masked_fill(~mask, 0.0), std.masked_fill(~mask, 1.0)
+
+
 @dataclass
 class MaDeConfig:
     """Every size and switch of MaDe. Defaults are the official training script's model (preset `made`)."""
@@ -474,6 +488,33 @@ class XPool(nn.Module):
         }
         return forms, constants
 
+    def similarity_standardized(self, video_emb: Tensor, standard: Tensor, mask: Tensor) -> Tensor:
+        """S1 [Nv, M] from standardised track tokens (`standardize_tokens` with LN1's eps); float32, the official
+        values up to rounding.
+
+        With x_l the standardised s~_l, LN1(s~_l) = g1 x_l + b1 and the attention logit q . k_proj(LN1(s~_l)) / 16
+        is (W_k^T q * g1 / 16) . x_l plus a term that does not depend on l (softmax ignores it). So one attention of
+        that folded query over x gives both the weights and the pooled x; out_proj(v_proj(.)) is affine and the
+        weights sum to one, so the pooled values are W_o W_v (g1 * pooled x + b1) + (W_o b_v + b_o). A pair costs
+        one pass over its track's [L, d] tokens; everything after the pooling is d-wide. Unlike `similarity` (made
+        for many videos x many tracks), a track stores nothing but x: this is what a large library keeps on disk.
+        """
+        num_videos, dim = video_emb.shape[0], self.dim
+        num_tracks = standard.shape[0]
+        weight_in = self.norm_in.weight.float()
+        query = (self.query(video_emb).float() @ self.k_proj.weight.float()) * weight_in / math.sqrt(dim)
+        x = standard.float()
+        # SDPA pools in one pass over x (no [M, Nv, L] weights in memory); bool mask: True = attend.
+        pooled = F.scaled_dot_product_attention(
+            query.expand(num_tracks, num_videos, dim)[:, None], x[:, None], x[:, None],
+            attn_mask=mask[:, None, None, :], scale=1.0,
+        )[:, 0]  # [M, Nv, d]
+        value_map = self.out_proj.weight.float() @ self.v_proj.weight.float()
+        value_bias = self.out_proj.weight.float() @ self.v_proj.bias.float() + self.out_proj.bias.float()
+        values = F.linear(pooled * weight_in + self.norm_in.bias.float(), value_map, value_bias)
+        with torch.autocast(values.device.type, enabled=False):
+            return MaDe._s1(video_emb, self._finish(values))
+
     def similarity(self, video_emb: Tensor, state: XPoolState, mask: Tensor, chunk: int | None = None) -> Tensor:
         """S1 [Nv, M] = cos(h(v)_i, h1(M_j | v_i)) from per-track states (`track_state`); float32.
 
@@ -496,10 +537,16 @@ class XPool(nn.Module):
         order = torch.argsort(lengths, descending=True)
         out = torch.empty(num_videos, num_tracks, dtype=torch.float32, device=video_emb.device)
         for start in range(0, num_tracks, chunk):
-            tracks = order[start:start + chunk]
-            part = state.select(tracks, length=int(lengths[tracks[0]]))
+            if chunk >= num_tracks:
+                # One chunk holds every track (one video against a part of a library): reading the state in
+                # place, padding included, is cheaper than copying it into length order.
+                tracks = torch.arange(num_tracks, device=mask.device)
+                part, valid = state, mask[None]
+            else:
+                tracks = order[start:start + chunk]
+                part = state.select(tracks, length=int(lengths[tracks[0]]))
+                valid = mask.index_select(0, tracks)[None, :, :part.keys.shape[1]]
             m, length = len(tracks), part.keys.shape[1]
-            valid = mask.index_select(0, tracks)[None, :, :length]
             # Two matrix products over all (video, segment) pairs of the chunk: [Nv, m * L] -> [Nv, m, L].
             logits = (q @ part.keys.reshape(-1, dim).T).view(num_videos, m, length)
             w = logits.masked_fill(~valid, float("-inf")).softmax(-1, dtype=torch.float32)
@@ -728,6 +775,20 @@ class MaDe(nn.Module):
                 s1 = self.xpool.similarity(video.embedding, music.xpool, music.mask, chunk)
         p_s = self._combine(s0, s1)
         return Relevance(p_s, s0, s1) if components else p_s
+
+    def relevance_standardized(self, video: VideoEncoding, embedding: Tensor, standard: Tensor,
+                               mask: Tensor) -> Tensor:
+        """p_s [B videos, M tracks] (float32) from the compact per-track form a search index stores.
+
+        `embedding` is h0(M) [M, d]; `standard` [M, L, d] (any float dtype, read in float32) are the tracks' s~
+        standardised with X-Pool's input-norm eps (`standardize_tokens`), `mask` [M, L]. Eval mode: no dropout.
+        """
+        s0 = s1 = None
+        if self.config.matching in ("both", "h0"):
+            s0 = video.embedding.float() @ embedding.float().T
+        if self.xpool is not None:
+            s1 = self.xpool.similarity_standardized(video.embedding, standard, mask)
+        return self._combine(s0, s1)
 
     @staticmethod
     def _s1(video_emb: Tensor, h1: Tensor) -> Tensor:

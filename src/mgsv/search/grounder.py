@@ -5,15 +5,17 @@
     for moment in grounder.ground("clip.mp4", library, top=5):
         print(moment.track_id, moment.start_s, moment.end_s, moment.score)
 
-Steps: decode 1 fps frames (at most 50, from `window_start`), CLIP-encode them, `encode_video`, p_s against every
-track of the library (the library's music-side work comes from its per-model cache), detection on the top k,
-moments in seconds placed inside their tracks (see `mgsv.search.ranker`), best score first. Feature specs are
-checked at the boundary: CLIP's must be the checkpoint's video spec and the library's its music spec.
+Steps: decode 1 fps frames (at most 50, from `window_start`), CLIP-encode them, `encode_video`, the K candidate
+tracks of highest S0 among those the filters allow, exact p_s on them (the library's music-side work comes from
+its per-model track index), detection on the top k, moments in seconds placed inside their tracks (see
+`mgsv.search.ranker`), best score first. With K (`SearchOptions.candidates`, 2,000 by default) at least the
+number of eligible tracks, every track is scored exactly. Feature specs are checked at the boundary: CLIP's must
+be the checkpoint's video spec and the library's its music spec.
 
 Video longer than a track: by default every track is ranked, and a track shorter than the video gets its best
 (partial) moment with `track_too_short=True`. With `fit_duration=True` every moment is exactly as long as the
-video, so tracks shorter than the video are skipped; if no track is long enough, grounding fails with a message
-naming the longest track.
+video, so tracks shorter than the video are not eligible (a filter applied before the candidate stage); if no
+track is long enough, grounding fails with a message naming the longest track.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import numpy as np
 from mgsv.errors import InputError, SpecMismatchError
 from mgsv.features.spec import FeatureSpec
 from mgsv.search import ranker
-from mgsv.search.library import MusicLibrary, Track, model_fingerprint
+from mgsv.search.candidates import SearchOptions
+from mgsv.search.catalog import TrackFilter
+from mgsv.search.library import EncodedLibrary, MusicLibrary, Progress, Track, model_fingerprint
 
 if TYPE_CHECKING:
     import torch
@@ -101,6 +105,7 @@ class Grounder:
         device: str = "cpu",
         precision: str = "fp32",
         source: str = "model",
+        search: SearchOptions | None = None,
     ) -> None:
         if precision not in ("fp32", "bf16"):
             raise InputError("precision", f"must be fp32 or bf16, got {precision!r}")
@@ -111,7 +116,8 @@ class Grounder:
         self.precision = precision
         self.source = source
         self.clip = clip
-        self.fingerprint = model_fingerprint(self.model)  # names the model's cache in every library
+        self.search = search or SearchOptions()
+        self.fingerprint = model_fingerprint(self.model)  # names the model's track index in every library
         if clip is not None:
             self.video_spec.check_compatible(clip.spec, what=f"CLIP encoder {clip.encoder_id} vs checkpoint {source}")
 
@@ -125,6 +131,7 @@ class Grounder:
         dtype: str = "auto",
         device: str = "cpu",
         precision: str = "fp32",
+        search: SearchOptions | None = None,
     ) -> Grounder:
         """Load a checkpoint folder and a CLIP encoder (hub id, local folder, a loaded encoder, or None)."""
         from mgsv.models.checkpoint import load_checkpoint
@@ -135,11 +142,15 @@ class Grounder:
             from mgsv.encoders.clip import ClipFrameEncoder
 
             clip = ClipFrameEncoder.from_pretrained(clip, device=device, dtype=dtype, encoder_id=encoder_id)
-        return cls(model, specs, clip, device=device, precision=precision, source=str(checkpoint))
+        return cls(model, specs, clip, device=device, precision=precision, source=str(checkpoint), search=search)
 
     def check_library(self, library: MusicLibrary) -> None:
         """Refuse a library whose tokens were made with another music spec than the checkpoint's."""
         self.music_spec.check_compatible(library.spec, what=f"library {library.root} vs checkpoint {self.source}")
+
+    def encoded(self, library: MusicLibrary, progress: Progress | None = None) -> EncodedLibrary:
+        """The library as this model sees it (its track index built or updated first if needed)."""
+        return library.encoded(self.model, self.device, progress, self.fingerprint, self.search)
 
     # -- grounding --------------------------------------------------------------------------------------------
 
@@ -152,12 +163,13 @@ class Grounder:
         fit_duration: bool = False,
         snap: str | None = None,
         window_start: float = 0.0,
+        filters: TrackFilter | None = None,
     ) -> list[GroundedMoment]:
         """Decode a video file and ground it (see the module docstring)."""
         from mgsv.media.decode import read_video_frames
 
         frames = read_video_frames(video, window_start=window_start)
-        return self.ground_frames(frames, library, top, fit_duration=fit_duration, snap=snap)
+        return self.ground_frames(frames, library, top, fit_duration=fit_duration, snap=snap, filters=filters)
 
     def ground_frames(
         self,
@@ -167,13 +179,15 @@ class Grounder:
         *,
         fit_duration: bool = False,
         snap: str | None = None,
+        filters: TrackFilter | None = None,
     ) -> list[GroundedMoment]:
         """Ground decoded frames (`mgsv.media.decode.read_video_frames`); CLIP encodes them here."""
         if self.clip is None:
             raise ValueError("this Grounder has no CLIP encoder: pass clip= or use ground_features")
         feats = self.clip.encode(frames.frames, source=str(frames.path))
         return self.ground_features(
-            feats, frames.duration, library, top, fit_duration=fit_duration, snap=snap, source=str(frames.path)
+            feats, frames.duration, library, top, fit_duration=fit_duration, snap=snap, source=str(frames.path),
+            filters=filters,
         )
 
     def ground_features(
@@ -186,6 +200,7 @@ class Grounder:
         fit_duration: bool = False,
         snap: str | None = None,
         source: str = "video",
+        filters: TrackFilter | None = None,
     ) -> list[GroundedMoment]:
         """Ground a video given its CLIP frame features [N, D] (made with the checkpoint's video spec)."""
         import torch
@@ -202,7 +217,13 @@ class Grounder:
         if feats.ndim != 2 or feats.shape[1] != self.video_spec.dim or len(feats) == 0:
             raise InputError(source, f"frame features must be [frames, {self.video_spec.dim}], got {list(feats.shape)}")
         self.check_library(library)
-        encoded = library.encoded(self.model, device=self.device, fingerprint=self.fingerprint)
+        encoded = self.encoded(library)
+        condition = filters or TrackFilter()
+        if fit_duration:
+            condition = condition.with_min_duration(video_duration)
+        eligible = encoded.catalog.eligible(condition)
+        if eligible is not None and not eligible.any():
+            raise self._nothing_eligible(source, library, encoded, condition, fit_duration, video_duration)
         with torch.inference_mode():
             from mgsv.evaluation.protocol import autocast
 
@@ -210,43 +231,49 @@ class Grounder:
             mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=self.device)
             with autocast(self.precision, self.device):
                 video = self.model.encode_video(frames, mask)
-        scores = ranker.relevance_scores(self.model, video, encoded.parts, self.precision, self.device)
-        durations = np.array([t.duration for t in encoded.tracks])
-        eligible = None
-        if fit_duration:
-            eligible = durations >= video_duration
-            if not eligible.any():
-                longest = encoded.tracks[int(np.argmax(durations))]
-                raise InputError(
-                    source,
-                    (
-                        f"the video is {video_duration:.1f} s long but the longest track in the library is "
-                        f"{longest.duration:.1f} s ({longest.id}): no track can cover the whole video; ground without "
-                        "--fit-duration to get the best partial moments"
-                    ),
-                )
-        rows = ranker.top_rows(scores, top, eligible)
-        candidates = encoded.rows(rows)
+        query = video.embedding[0].float().cpu().numpy()
+        candidates = encoded.candidates.search(query, self.search.candidates, eligible)
+        scores = ranker.exact_scores(self.model, video, encoded.index, candidates)
+        best = ranker.top_rows(scores, top)
+        rows = candidates[best]
+        music = encoded.index.encodings(rows, self.device)
         predicted, centres = ranker.detect_moments(
-            self.model, video, candidates, np.arange(len(rows)), self.precision, self.device
+            self.model, video, music, np.arange(len(rows)), self.precision, self.device
         )
+        tracks = library.tracks_by_rowid(encoded.catalog.track_rowid[rows])
         moments = []
-        for rank, (row, (start, end), centre) in enumerate(zip(rows, predicted, centres, strict=True), start=1):
-            track = encoded.tracks[int(row)]
+        for rank, (track, score, (start, end), centre) in enumerate(
+            zip(tracks, scores[best], predicted, centres, strict=True), start=1
+        ):
             moments.append(
                 self._moment(
-                    rank,
-                    track,
-                    float(scores[row]),
-                    float(start),
-                    float(end),
-                    float(centre),
-                    video_duration,
-                    fit_duration,
+                    rank, track, float(score), float(start), float(end), float(centre), video_duration, fit_duration,
                     snap,
                 )
-            )
+            )  # fmt: skip
         return moments
+
+    @staticmethod
+    def _nothing_eligible(
+        source: str,
+        library: MusicLibrary,
+        encoded: EncodedLibrary,
+        condition: TrackFilter,
+        fit_duration: bool,
+        video_duration: float,
+    ) -> InputError:
+        """The error for a search that no track can answer."""
+        catalog = encoded.catalog
+        longest_row = int(np.argmax(np.where(catalog.live, catalog.duration, -1.0)))
+        longest = library.tracks_by_rowid([catalog.track_rowid[longest_row]])[0]
+        if fit_duration and longest.duration < video_duration:
+            return InputError(
+                source,
+                f"the video is {video_duration:.1f} s long but the longest track in the library is "
+                f"{longest.duration:.1f} s ({longest.id}): no track can cover the whole video; ground without "
+                "--fit-duration to get the best partial moments",
+            )
+        return InputError(source, f"no track of the library matches the filters ({condition.describe()})")
 
     def _moment(
         self,

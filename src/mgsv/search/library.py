@@ -6,9 +6,8 @@ Layout:
     LIB/tracks.sqlite                tracks (id, path, content hash, title, artist, album, licence, tags, duration,
                                      added time) and a revision counter, in SQLite (WAL journal, synchronous=FULL)
     LIB/features/                    a feature store with one modality, "music" (AST tokens, item id = content hash)
-    LIB/cache/<model fingerprint>.safetensors
-                                     what `encode_music` computed for every track (enhanced tokens, h0, X-Pool
-                                     state) with one model, and the revision and rows it covers
+    LIB/index/<model fingerprint>/   one model's track index: what `encode_music` gives for every track, in the
+                                     compact form search reads (`mgsv.search.track_index`)
 
 Durability: a track is added in two steps, tokens first (a store shard is published atomically and fsynced), then
 its metadata row in one SQLite transaction. A process killed at any moment leaves either a committed track with
@@ -22,14 +21,13 @@ appended. The same content (SHA-256 of the file bytes) is never added twice, wha
 Tracks longer than 240 s: the model's horizon is 240 s (REF §1.4), so the tokens cover the first 240 s; the track
 keeps its full duration, and `Track.beyond_horizon` says that moments are only ever found in its first 240 s.
 
-The model cache is keyed by a fingerprint of the model (preset, config and every weight), so another checkpoint
-gets its own cache. It is brought up to date on use: rows of removed tracks are dropped and new tracks encoded,
-the rest is reused. The three most recently written caches are kept.
+Track indexes are keyed by a fingerprint of the model (preset, config and every weight), so another checkpoint
+gets its own. `encoded` brings one up to date on use: new tracks are encoded into a new segment, removed tracks are
+hidden at once and compacted away once they are many. The three most recently updated indexes are kept.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -38,6 +36,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,12 +53,14 @@ from mgsv.extract.media import DecodedTrack, decode_track, encode_track, prefetc
 from mgsv.extract.problems import Problem, problem_for
 from mgsv.features.spec import MUSIC_HORIZON_S, FeatureSpec
 from mgsv.features.store import FeatureStore, FeatureTable, StoreWriter, UnknownIdsError
+from mgsv.search.candidates import CandidateIndex, SearchOptions, open_candidates
+from mgsv.search.catalog import Catalog
+from mgsv.search.track_index import TrackIndex, read_manifest, update_track_index
 
 if TYPE_CHECKING:
     import torch
 
     from mgsv.encoders.ast import AstMusicEncoder
-    from mgsv.models.made import MusicEncoding
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,12 @@ FORMAT_VERSION = 1
 META_FILE = "library.json"
 DB_FILE = "tracks.sqlite"
 FEATURES_DIR = "features"
-CACHE_DIR = "cache"
-CACHE_FORMAT_VERSION = 1
-KEPT_CACHES = 3
+INDEX_DIR = "index"
+LEGACY_CACHE_DIR = "cache"  # model caches of earlier versions (one safetensors file per model): removed on update
+KEPT_INDEXES = 3
 DEFAULT_COMMIT_EVERY = 8  # tracks per commit during `add`
 DEFAULT_COMMIT_SECONDS = 30.0  # ... or sooner, so that a killed add with a slow encoder loses at most this much work
 COMPACT_ABOVE_SHARDS = 16  # after an add, merge the store's shards when there are more than this
-ENCODE_BATCH = 128  # tracks per encode_music call when a cache is built
-BUCKET_STEP = 8  # cached encodings are grouped by length rounded up to this many windows
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -177,36 +176,23 @@ class AddReport:
 
 
 @dataclass
-class LibraryEncoding:
-    """Every track of the library encoded by one model, in parts of equal padded length (see `bucket_length`).
+class EncodedLibrary:
+    """A library as one model sees it, ready to search: its track index, which rows are tracks (one revision) and
+    the candidate stage (see `mgsv.search.ranker`)."""
 
-    Rows are numbered through the parts in order: row i is `tracks[i]`. Keeping each part padded only to its own
-    length (instead of every track to 96 windows) halves the memory and the data X-Pool's matching reads per query.
-    """
-
-    tracks: list[Track]
-    parts: list[MusicEncoding]
-    revision: int
+    index: TrackIndex
+    catalog: Catalog
+    candidates: CandidateIndex
+    options: SearchOptions
     fingerprint: str
 
+    @property
+    def revision(self) -> int:
+        """The library revision the catalog describes."""
+        return self.catalog.revision
+
     def __len__(self) -> int:
-        return len(self.tracks)
-
-    def rows(self, rows: Sequence[int]) -> MusicEncoding:
-        """The encodings of some rows (e.g. the top k of a ranking) as one MusicEncoding, in the given order."""
-        from mgsv.models.made import MusicEncoding
-
-        starts = np.cumsum([0] + [len(p) for p in self.parts])
-        picked = []
-        for row in rows:
-            part = int(np.searchsorted(starts, row, side="right")) - 1
-            picked.append(self.parts[part].select([int(row) - int(starts[part])]))
-        return MusicEncoding.concat(picked)
-
-
-def bucket_length(windows: int, max_tokens: int) -> int:
-    """The padded length a track of `windows` stored windows is encoded at: the next multiple of BUCKET_STEP."""
-    return min(max_tokens, -(-windows // BUCKET_STEP) * BUCKET_STEP)
+        return self.catalog.count
 
 
 def _now() -> str:
@@ -225,7 +211,9 @@ class MusicLibrary:
             raise InputError(self.root / FEATURES_DIR, "the library's feature store has no music features")
         with self._connect():
             pass  # opens the database once: a broken file is reported now, not at the first query
-        self._encodings: dict[str, LibraryEncoding] = {}
+        self._encodings: dict[str, EncodedLibrary] = {}
+        self._scratch: list[Path] = []  # private index folders built when the library's own cannot be written
+        weakref.finalize(self, _remove_folders, self._scratch)
 
     # -- creation and opening ---------------------------------------------------------------------------------
 
@@ -466,7 +454,27 @@ class MusicLibrary:
         manifest = json.loads((self.store.root / "manifest.json").read_text(encoding="utf-8"))
         return len(manifest["modalities"]["music"]["shards"])
 
-    # -- the model's music-side work, cached --------------------------------------------------------------------
+    # -- the model's music-side work: the track index ----------------------------------------------------------
+
+    def tracks_by_rowid(self, rowids: Sequence[int]) -> list[Track]:
+        """Tracks by their SQLite rowid (as a `Catalog` holds them), in the given order."""
+        wanted = [int(r) for r in rowids]
+        with self._connect() as db:
+            marks = ",".join("?" * len(wanted))
+            found = {row[0]: Track.from_row(row[1:]) for row in
+                     db.execute(f"SELECT rowid, {_COLUMNS} FROM tracks WHERE rowid IN ({marks})", wanted)}  # fmt: skip
+        missing = [r for r in wanted if r not in found]
+        if missing:
+            raise UnknownIdsError(str(self.root), [f"rowid {r}" for r in missing])
+        return [found[r] for r in wanted]
+
+    def _rowids_with_tag(self, key: str, value: str) -> np.ndarray:
+        """SQLite rowids of tracks whose tag `key` equals `value` (case-insensitive)."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT rowid FROM tracks WHERE lower(json_extract(tags, ?)) = lower(?)", (f'$."{key}"', value)
+            ).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def encoded(
         self,
@@ -474,101 +482,103 @@ class MusicLibrary:
         device: str = "cpu",
         progress: Progress | None = None,
         fingerprint: str | None = None,
-    ) -> LibraryEncoding:
-        """Every track encoded by `model` (`encode_music`), from memory, the disk cache, or computed and cached.
+        options: SearchOptions | None = None,
+    ) -> EncodedLibrary:
+        """The library encoded by `model`, ready to search: its track index brought up to date (tracks added since
+        are encoded, with a progress callback) and opened as `options` say.
 
         `fingerprint` is `model_fingerprint(model)` when the caller has it (hashing the weights takes tens of ms).
+        An instance keeps what it opened until the library's revision changes.
         """
+        options = options or SearchOptions()
         fingerprint = fingerprint or model_fingerprint(model)
         held = self._encodings.get(fingerprint)
         with self._connect() as db:
             db.execute("BEGIN")  # one snapshot: the revision and the tracks it counts
             revision = int(db.execute("SELECT value FROM state WHERE key = 'revision'").fetchone()[0])
-            if held is not None and held.revision == revision:
+            if held is not None and held.revision == revision and held.options == options:
                 db.execute("COMMIT")
                 return held
-            tracks = [Track.from_row(r) for r in db.execute(f"SELECT {_COLUMNS} FROM tracks ORDER BY rowid")]
+            rows = db.execute("SELECT rowid, content_hash, duration, licence FROM tracks ORDER BY rowid").fetchall()
             db.execute("COMMIT")
-        if not tracks:
+        if not rows:
             raise InputError(self.root, "the music library has no tracks; add some with `mgsv library add`")
-        cache_path = self.root / CACHE_DIR / f"{fingerprint}.safetensors"
-        if held is not None:
-            cached = _split_hashes(held)
-        else:
-            cached = _load_cache(cache_path, fingerprint, device)
-        by_hash = {t.content_hash: t for t in tracks}
-        if cached is not None and sorted(h for hashes, _ in cached for h in hashes) == sorted(by_hash):
-            ordered = [by_hash[h] for hashes, _ in cached for h in hashes]
-            encoding = LibraryEncoding(ordered, [part for _, part in cached], revision, fingerprint)
-        else:
-            parts = self._update_parts(model, by_hash, cached or [], device, progress)
-            ordered = [by_hash[h] for hashes, _ in parts for h in hashes]
-            encoding = LibraryEncoding(ordered, [part for _, part in parts], revision, fingerprint)
-            _save_cache(cache_path, encoding)
+        rowids = np.array([r[0] for r in rows], dtype=np.int64)
+        hashes = [r[1] for r in rows]
+        index = self._open_index(model, fingerprint, hashes, device, progress, options, held)
+        catalog = Catalog(
+            revision, index.rows_of(np.array(hashes, dtype="S64")), rowids,
+            np.array([r[2] for r in rows], dtype=np.float32), [r[3] for r in rows], len(index), self._rowids_with_tag,
+        )  # fmt: skip
+        same_stage = held is not None and held.index is index and held.options.index == options.index and (
+            held.options.faiss_factory == options.faiss_factory)
+        candidates = held.candidates if same_stage else open_candidates(index, options.index, options.faiss_factory)
+        encoding = EncodedLibrary(index, catalog, candidates, options, fingerprint)
         self._encodings[fingerprint] = encoding
         return encoding
 
-    def _update_parts(
+    def _open_index(
         self,
         model: torch.nn.Module,
-        by_hash: dict[str, Track],
-        cached: list[tuple[list[str], MusicEncoding]],
+        fingerprint: str,
+        hashes: list[str],
         device: str,
         progress: Progress | None,
-    ) -> list[tuple[list[str], MusicEncoding]]:
-        """Keep the cached rows of tracks still listed, encode the others; parts grouped by padded length."""
-        import torch
+        options: SearchOptions,
+        held: EncodedLibrary | None,
+    ) -> TrackIndex:
+        """The model's track index holding `hashes`: the one held if still current, else updated and reopened."""
+        root = self._index_root(fingerprint)
+        if held is not None and held.index.memory == options.memory and not _needs_update(held.index, hashes):
+            manifest = read_manifest(held.index.root)
+            if manifest is not None and manifest["generation"] == held.index.generation:
+                return held.index
+        if root.is_dir() and read_manifest(root) is not None:
+            index = TrackIndex(root, options.memory)
+            if not _needs_update(index, hashes):
+                return index
+            index.close()
+        try:
+            update_track_index(root, model, fingerprint, self.features(), hashes, device, progress)
+        except OSError as exc:  # a read-only library (or disk full): build a private copy for this process
+            scratch = Path(tempfile.mkdtemp(prefix="mgsv-index-")) / fingerprint
+            log.warning("%s: cannot write the track index (%s); building it in %s for this process", root, str(exc),
+                        scratch.parent)
+            self._scratch.append(scratch.parent)
+            update_track_index(scratch, model, fingerprint, self.features(), hashes, device, progress)
+            return TrackIndex(scratch, options.memory)
+        self._drop_old_indexes(root)
+        return TrackIndex(root, options.memory)
 
-        from mgsv.models.made import MusicEncoding
+    def _index_root(self, fingerprint: str) -> Path:
+        """Where a model's track index lives (its scratch copy if this process had to build one elsewhere)."""
+        for scratch in self._scratch:
+            if (scratch / fingerprint).is_dir():
+                return scratch / fingerprint
+        return self.root / INDEX_DIR / fingerprint
 
-        groups: dict[int, list[tuple[list[str], MusicEncoding]]] = {}
-        kept: set[str] = set()
-        for hashes, part in cached:
-            rows = [i for i, digest in enumerate(hashes) if digest in by_hash]
-            if rows:
-                selected = part if len(rows) == len(hashes) else part.select(torch.tensor(rows, dtype=torch.long))
-                groups.setdefault(part.mask.shape[1], []).append(([hashes[i] for i in rows], selected))
-                kept.update(hashes[i] for i in rows)
-        new = [digest for digest in by_hash if digest not in kept]
-        if new:
-            table = self.features()
-            max_tokens = self.spec.max_tokens
-            lengths = table.lengths(new)
-            by_length: dict[int, list[str]] = {}
-            for digest, windows in zip(new, lengths.tolist(), strict=True):
-                by_length.setdefault(bucket_length(windows, max_tokens), []).append(digest)
-            was_training = model.training
-            model.eval()
-            done = 0
-            try:
-                with torch.inference_mode():
-                    for length, ids in sorted(by_length.items()):
-                        for start in range(0, len(ids), ENCODE_BATCH):
-                            batch = ids[start : start + ENCODE_BATCH]
-                            feats, mask = table.batch(batch, pad_to=length)
-                            encoded = model.encode_music(feats.to(device), mask.to(device))
-                            groups.setdefault(length, []).append((batch, encoded))
-                            done += len(batch)
-                            if progress:
-                                progress("encode library", done, len(new))
-            finally:
-                model.train(was_training)
-        parts = []
-        for length in sorted(groups):
-            pieces = groups[length]
-            hashes = [h for piece_hashes, _ in pieces for h in piece_hashes]
-            merged = pieces[0][1] if len(pieces) == 1 else MusicEncoding.concat([piece for _, piece in pieces])
-            parts.append((hashes, merged))
-        return parts
+    def _drop_old_indexes(self, current: Path) -> None:
+        """Keep the KEPT_INDEXES most recently updated track indexes; remove the previous versions' caches."""
+        shutil.rmtree(self.root / LEGACY_CACHE_DIR, ignore_errors=True)
+        folders = [p for p in current.parent.iterdir() if p.is_dir() and (p / "manifest.json").is_file()]
+        folders.sort(key=lambda p: (p == current, (p / "manifest.json").stat().st_mtime), reverse=True)
+        for old in folders[KEPT_INDEXES:]:
+            shutil.rmtree(old, ignore_errors=True)
 
 
-def _split_hashes(encoding: LibraryEncoding) -> list[tuple[list[str], MusicEncoding]]:
-    """(content hashes of each part's rows, the part) of an encoding."""
-    result, start = [], 0
-    for part in encoding.parts:
-        result.append(([t.content_hash for t in encoding.tracks[start : start + len(part)]], part))
-        start += len(part)
-    return result
+def _remove_folders(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _needs_update(index: TrackIndex, hashes: list[str]) -> bool:
+    """True if the index lacks some of `hashes`, or holds many rows of tracks no longer listed."""
+    from mgsv.search.track_index import COMPACT_DEAD_FRACTION, MAX_SEGMENTS
+
+    rows = index.rows_of(np.array(hashes, dtype="S64"))
+    dead = len(index) - int((rows >= 0).sum())
+    return bool((rows < 0).any()) or dead > COMPACT_DEAD_FRACTION * len(index) or (
+        dead > 0 and len(index.segments) > MAX_SEGMENTS)
 
 
 class LibraryWriter:
@@ -735,83 +745,3 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         if value.numel():
             digest.update(value.view(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: works for bf16 too
     return digest.hexdigest()[:16]
-
-
-_ENCODING_FIELDS = ("tokens", "mask", "embedding", "detection_tokens")
-_XPOOL_FIELDS = ("keys", "values", "grams", "linear")
-
-
-def _part_tensors(prefix: str, music: MusicEncoding) -> dict[str, torch.Tensor]:
-    tensors = {f"{prefix}{name}": getattr(music, name) for name in ("tokens", "mask", "embedding")}
-    if music.detection_tokens is not music.tokens:  # shared in the default config: stored once
-        tensors[f"{prefix}detection_tokens"] = music.detection_tokens
-    if music.xpool is not None:
-        tensors.update({f"{prefix}xpool.{name}": getattr(music.xpool, name) for name in _XPOOL_FIELDS})
-    return {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
-
-
-def _save_cache(path: Path, encoding: LibraryEncoding) -> None:
-    """Write a library encoding as one safetensors file (atomically), then drop old caches beyond KEPT_CACHES."""
-    from safetensors.torch import save_file
-
-    tensors: dict[str, torch.Tensor] = {}
-    for number, part in enumerate(encoding.parts):
-        tensors.update(_part_tensors(f"part{number}.", part))
-    metadata = {
-        "format_version": str(CACHE_FORMAT_VERSION),
-        "fingerprint": encoding.fingerprint,
-        "parts": json.dumps([hashes for hashes, _ in _split_hashes(encoding)]),
-    }
-    tmp = path.parent / f".tmp-{os.getpid()}-{path.name}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        caches = sorted(path.parent.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in caches[KEPT_CACHES:]:
-            old.unlink(missing_ok=True)
-    except OSError as exc:  # a cache is an optimisation (the library may be read-only): never fail the search
-        log.warning("%s: cannot write the model cache (%s); it will be recomputed next time", path, exc)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-
-
-def _load_cache(path: Path, fingerprint: str, device: str) -> list[tuple[list[str], MusicEncoding]] | None:
-    """(content hashes, encoding) of each part from a cache file; None if absent, unreadable or another model's."""
-    if not path.is_file():
-        return None
-    from safetensors import SafetensorError, safe_open
-
-    from mgsv.models.made import MusicEncoding, XPoolState
-
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as handle:
-            metadata = handle.metadata() or {}
-            if (metadata.get("format_version"), metadata.get("fingerprint")) != (
-                str(CACHE_FORMAT_VERSION),
-                fingerprint,
-            ):
-                return None
-            names = set(handle.keys())
-            tensors = {name: handle.get_tensor(name) for name in names}
-        parts = []
-        for number, hashes in enumerate(json.loads(metadata["parts"])):
-            prefix = f"part{number}."
-            xpool = None
-            if f"{prefix}xpool.keys" in names:
-                xpool = XPoolState(*(tensors[f"{prefix}xpool.{name}"] for name in _XPOOL_FIELDS))
-            tokens = tensors[f"{prefix}tokens"]
-            music = MusicEncoding(
-                tokens, tensors[f"{prefix}mask"], tensors[f"{prefix}embedding"],
-                tensors.get(f"{prefix}detection_tokens", tokens), xpool,
-            )  # fmt: skip
-            if len(hashes) != len(music):
-                return None
-            parts.append((list(hashes), music))
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
-        log.warning("%s: ignoring an unreadable model cache (%s)", path, exc)
-        return None
-    return parts

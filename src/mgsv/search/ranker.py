@@ -1,8 +1,15 @@
-"""Two-stage music-set grounding for one video: p_s against every track, then detection on the top k.
+"""Music-set grounding for one video: candidates, exact p_s on them, then detection on the top k.
 
-This is the paper's MsG protocol run for real (one moment per top-k track, REF §5, §6): `relevance` scores every
-(video, track) pair, `detect` predicts a moment only where it will be shown. Moments come out of the model as a
-normalised (centre, width) over the 240 s horizon and are turned into seconds, then placed inside the track:
+This is the paper's MsG protocol run for real (one moment per top-k track, REF §5, §6), made to scale:
+
+1. candidates: the K tracks of highest S0 = cos(h(v), h0(M)) among the eligible ones (`mgsv.search.candidates`);
+   with K >= the eligible tracks (a library of up to K tracks) every track is a candidate and search is exhaustive.
+2. `exact_scores`: p_s = S0 + S1 of the candidates, computed exactly (X-Pool included) from the track index's
+   stored tokens, block by block (`TrackIndex.blocks`: bounded buffers, the next block read while one is scored).
+3. `detect_moments`: a moment only for the top k tracks, where it will be shown.
+
+Moments come out of the model as a normalised (centre, width) over the 240 s horizon and are turned into seconds,
+then placed inside the track:
 
 - `clip_to_track`: the official clipping to [0, min(240, track duration)] (REF §5). A moment that falls entirely
   past the end of a short track would clip to nothing; it is moved back to end at the track's end instead.
@@ -12,31 +19,41 @@ normalised (centre, width) over the 240 s horizon and are turned into seconds, t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
 from mgsv.evaluation.metrics import cw_to_seconds
-from mgsv.evaluation.protocol import EvalOptions, autocast, detect_pairs
+from mgsv.evaluation.protocol import EvalOptions, detect_pairs
 from mgsv.models.made import MusicEncoding, VideoEncoding
+from mgsv.search.track_index import READ_CHUNK, TrackIndex
 
 MIN_MOMENT_S = 0.5  # a clipped moment shorter than this is treated as having fallen off the track
 
 
 @torch.inference_mode()
-def relevance_scores(
-    model: torch.nn.Module,
-    video: VideoEncoding,
-    parts: Sequence[MusicEncoding],
-    precision: str = "fp32",
-    device: str = "cpu",
-) -> np.ndarray:
-    """p_s of one encoded video against every track of `parts` (in order): float32 [total tracks]."""
+def exact_scores(model: torch.nn.Module, video: VideoEncoding, index: TrackIndex, rows: np.ndarray) -> np.ndarray:
+    """p_s of one encoded video against track index rows (in the given order): float32 [len(rows)].
+
+    Float32 whatever the grounding precision: scoring is a pass over the candidates' stored float16 tokens, which
+    bf16 would make coarser without making faster here.
+    """
     if len(video) != 1:
-        raise ValueError(f"relevance_scores ranks for one video, got {len(video)}")
-    with autocast(precision, device):
-        return np.concatenate([model.relevance(video, part).float().cpu().numpy()[0] for part in parts])
+        raise ValueError(f"exact_scores ranks for one video, got {len(video)}")
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty(len(rows), dtype=np.float32)
+    if not len(rows):
+        return out
+    embeddings = torch.from_numpy(index.embedding_rows(rows))
+    # One float32 buffer for every block: converting into memory that stays in cache is what keeps this fast.
+    buffer = torch.empty(READ_CHUNK * int(index.lengths[rows].max()) * index.dim)
+    with torch.autocast(video.embedding.device.type, enabled=False):
+        for positions, tokens, mask in index.blocks(rows):
+            block = buffer[: tokens.numel()].view(tokens.shape)
+            block.copy_(tokens)
+            picked = torch.from_numpy(positions)
+            scores = model.relevance_standardized(video, embeddings[picked], block, mask)
+            out[positions] = scores[0].numpy()
+    return out
 
 
 def top_rows(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.ndarray:

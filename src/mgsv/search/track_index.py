@@ -1,0 +1,676 @@
+"""A library's tracks as one model sees them, on disk: what search reads per query, at any library size.
+
+Everything a track contributes to p_s and to detection that does not depend on the query video is computed once
+per (model, track) and kept here. Nothing scales with the library in RAM except h0 (d floats per track):
+
+    LIB/index/<model fingerprint>/
+        manifest.json       {"format": "mgsv-track-index", "format_version": 1, "fingerprint", "dim",
+                             "generation", "detection_tokens", "segments": [{"name", "tracks", "buckets"}]}
+        seg-NNNNNN/         one immutable segment per update (the tracks that update encoded)
+            hashes.npy          [n] |S64 content hashes (the library feature store's item ids)
+            embedding.npy       [n, d] float32 h0(M): the candidate stage and S0
+            place.npy           [n, 2] int32 (bucket length L, slot in that bucket)
+            tokens-LLL.npy      [n_L, L, d] float16 X-Pool's standardised tokens x (`XPool.standardize`)
+            moments-LLL.npy     [n_L, L, 2] float32 (mean, std) of each token: s~ = x * std + mean (detection)
+            mask-LLL.npy        [n_L, L] bool
+            detection-LLL.npy   [n_L, L, d] float16, only for models that detect on other tokens than s~
+
+Why this form: X-Pool's keys and values are both affine in LN1(s~), so the standardised tokens x are the whole of
+X-Pool's per-track input (`XPool.similarity_standardized`): one [L, d] float16 array per track, half of what
+keys + values would take and a quarter of the Gram form the in-RAM path uses. Tracks sit in length buckets
+(windows rounded up to 8) rather than padded to 96 windows.
+
+Bytes per track (d = 256, MGSV-EC's mean of 56 windows, ~60 after bucketing): tokens 30.7 KB, moments 0.5 KB,
+mask 60 B, h0 1 KB, hash and place 72 B: ~32 KB, so 3.2 GB per 100k tracks and 32 GB per million. Only h0 and
+the masks are held in RAM (1.1 KB per track, `memory="disk"`); a query reads its candidates' tokens with positioned
+reads (`os.preadv`, several in flight), which the page cache serves when the library is warm.
+
+Durability: a segment is written under a temporary name, fsynced and renamed into place; then manifest.json is
+replaced atomically. A killed update leaves the previous index intact; the next update removes its leftovers.
+Readers never lock: published segments never change, and compaction only removes segments no manifest names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from filelock import FileLock
+
+from mgsv.errors import InputError, MgsvError
+
+if TYPE_CHECKING:
+    import torch
+
+    from mgsv.features.store import FeatureTable
+    from mgsv.models.made import MusicEncoding
+
+log = logging.getLogger(__name__)
+
+FORMAT = "mgsv-track-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+BUCKET_STEP = 8  # tracks are grouped by their number of windows rounded up to this
+HASH_DTYPE = "S64"  # content hashes: 64 hex digits
+ENCODE_BATCH = 128  # tracks per encode_music call while building
+READ_CHUNK = 128  # tracks per block read and scored at once (bounded buffers, hot in cache)
+IO_THREADS = 8  # positioned reads in flight: a cold disk serves many at once
+COMPACT_DEAD_FRACTION = 0.25  # compact when this share of the stored tracks left the library ...
+MAX_SEGMENTS = 16  # ... or when updates made more segments than this
+MEMORY_CHOICES = ("disk", "ram")
+
+Progress = Callable[[str, int, int], None]
+
+
+class IndexMemoryError(MgsvError):
+    """A track index configuration that does not fit in this machine's memory."""
+
+
+def bucket_length(windows: np.ndarray | int, max_tokens: int) -> np.ndarray:
+    """Padded length of tracks with `windows` stored windows: the next multiple of BUCKET_STEP (at most max_tokens)."""
+    return np.minimum(max_tokens, -(-np.asarray(windows) // BUCKET_STEP) * BUCKET_STEP)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the kernel could give this process now (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gigabytes(count: float) -> str:
+    """Bytes as a short human string (GB with 2 decimals, or MB below 1 GB)."""
+    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+
+
+# ------------------------------------------------------------------------------------------------------ files
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}.{path.name}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+class RowFile:
+    """Rows of one `.npy` array on disk, read by position into caller buffers (no memory map, no RSS growth)."""
+
+    def __init__(self, path: Path) -> None:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        self.path = path
+        self.shape, self.dtype = array.shape, array.dtype
+        self.offset = array.offset
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        del array
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def close(self) -> None:
+        """Close the file (reads fail afterwards)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def read(self, slots: np.ndarray, out: np.ndarray) -> None:
+        """Rows `slots` (ascending) into out[0 : len(slots)]; runs of consecutive slots are one read each."""
+        flat = out.reshape(len(out), -1).view(np.uint8)
+        breaks = np.flatnonzero(np.diff(slots) != 1) + 1
+        for first, stop in zip(np.r_[0, breaks], np.r_[breaks, len(slots)], strict=True):
+            target = memoryview(flat[first:stop]).cast("B")
+            offset = self.offset + int(slots[first]) * self.row_bytes
+            done = os.preadv(self.fd, [target], offset) if hasattr(os, "preadv") else self._pread(target, offset)
+            if done != len(target):
+                raise InputError(self.path, f"short read at row {int(slots[first])}: the index file is damaged")
+
+    def _pread(self, target: memoryview, offset: int) -> int:
+        data = os.pread(self.fd, len(target), offset)
+        target[: len(data)] = data
+        return len(data)
+
+
+# ------------------------------------------------------------------------------------------------------ segments
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """A manifest entry: a segment's folder name, track count and tracks per bucket length."""
+
+    name: str
+    tracks: int
+    buckets: dict[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "tracks": self.tracks, "buckets": {str(k): v for k, v in self.buckets.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: Path) -> SegmentInfo:
+        try:
+            return cls(str(data["name"]), int(data["tracks"]), {int(k): int(v) for k, v in data["buckets"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(where, f"malformed segment entry {data!r}") from exc
+
+
+def _bucket_file(folder: Path, kind: str, length: int) -> Path:
+    return folder / f"{kind}-{length:03d}.npy"
+
+
+class SegmentWriter:
+    """Writes one segment: files preallocated from the plan (tracks and their lengths) and filled batch by batch.
+
+    Nothing is visible until `publish` renames the finished folder into place; `abort` removes it.
+    """
+
+    def __init__(
+        self, parent: Path, hashes: Sequence[str], windows: np.ndarray, dim: int, max_tokens: int, detection: bool
+    ) -> None:
+        self.folder = parent / f".tmp-seg-{uuid.uuid4().hex}"
+        self.folder.mkdir(parents=True)
+        self.count = len(hashes)
+        self.lengths = bucket_length(windows, max_tokens).astype(np.int32)
+        self.slots = np.zeros(self.count, dtype=np.int32)
+        self.buckets: dict[int, int] = {}
+        for length in np.unique(self.lengths).tolist():
+            members = np.flatnonzero(self.lengths == length)
+            self.slots[members] = np.arange(len(members))
+            self.buckets[int(length)] = len(members)
+        np.save(self.folder / "hashes.npy", np.array(list(hashes), dtype=HASH_DTYPE), allow_pickle=False)
+        np.save(self.folder / "place.npy", np.stack([self.lengths, self.slots], axis=1), allow_pickle=False)
+        self.embedding = self._open("embedding.npy", np.float32, (self.count, dim))
+        self.arrays: dict[tuple[str, int], np.ndarray] = {}
+        for length, n in self.buckets.items():
+            self.arrays["tokens", length] = self._open(_bucket_file(self.folder, "tokens", length).name,
+                                                       np.float16, (n, length, dim))
+            self.arrays["moments", length] = self._open(_bucket_file(self.folder, "moments", length).name,
+                                                        np.float32, (n, length, 2))
+            self.arrays["mask", length] = self._open(_bucket_file(self.folder, "mask", length).name,
+                                                     np.bool_, (n, length))
+            if detection:
+                self.arrays["detection", length] = self._open(_bucket_file(self.folder, "detection", length).name,
+                                                              np.float16, (n, length, dim))
+
+    def _open(self, name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        return np.lib.format.open_memmap(self.folder / name, mode="w+", dtype=dtype, shape=shape)
+
+    def put(self, positions: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+        """Store tracks `positions` (of the plan, all of one bucket length): embedding [b, d] and per-token arrays
+        "tokens" / "moments" / "mask" (/ "detection") [b, length, ...]."""
+        lengths = np.unique(self.lengths[positions])
+        if len(lengths) != 1:
+            raise ValueError("put() takes tracks of one bucket length at a time")
+        length = int(lengths[0])
+        slots = self.slots[positions]
+        self.embedding[positions] = arrays["embedding"]
+        for kind in ("tokens", "moments", "mask", "detection"):
+            if (kind, length) in self.arrays:
+                self.arrays[kind, length][slots] = arrays[kind][:, :length]
+
+    def publish(self, parent: Path, name: str) -> SegmentInfo:
+        """Flush and fsync every file, then rename the folder to `name` (atomic)."""
+        for array in (self.embedding, *self.arrays.values()):
+            array.flush()
+        self.embedding = None
+        self.arrays = {}
+        for path in self.folder.iterdir():
+            _fsync_file(path)
+        target = parent / name
+        os.replace(self.folder, target)
+        _fsync_dir(parent)
+        return SegmentInfo(name, self.count, dict(sorted(self.buckets.items())))
+
+    def abort(self) -> None:
+        """Remove the unfinished segment."""
+        self.embedding = None
+        self.arrays = {}
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Segment:
+    """One published segment, opened for reading: its small arrays in RAM, its token files read by position."""
+
+    def __init__(self, folder: Path, info: SegmentInfo, dim: int, detection: bool, memory: str) -> None:
+        self.folder, self.info = folder, info
+        try:
+            self.hashes = np.load(folder / "hashes.npy", allow_pickle=False)
+            self.embedding = np.load(folder / "embedding.npy", mmap_mode="r", allow_pickle=False)
+            place = np.load(folder / "place.npy", allow_pickle=False)
+            self.masks = {length: np.load(_bucket_file(folder, "mask", length), allow_pickle=False)
+                          for length in info.buckets}
+            kinds = ("tokens", "moments") + (("detection",) if detection else ())
+            self.files = {(kind, length): RowFile(_bucket_file(folder, kind, length))
+                          for kind in kinds for length in info.buckets}
+        except (OSError, ValueError) as exc:
+            raise InputError(folder, f"cannot read the track index segment: {exc}") from exc
+        if self.hashes.shape != (info.tracks,) or self.embedding.shape != (info.tracks, dim) or place.shape != (
+            info.tracks, 2
+        ):
+            raise InputError(folder, "track index segment does not match its manifest entry")
+        self.lengths, self.slots = place[:, 0].copy(), place[:, 1].copy()
+        # memory="ram": the token files read once into RAM; reads become copies from these arrays.
+        self.loaded: dict[tuple[str, int], np.ndarray] = {}
+        if memory == "ram":
+            for key, handle in self.files.items():
+                self.loaded[key] = np.load(handle.path, allow_pickle=False)
+
+    def read(self, kind: str, length: int, slots: np.ndarray, out: np.ndarray) -> None:
+        """Rows `slots` (ascending) of one bucket's `kind` array into out[: len(slots)]."""
+        if (kind, length) in self.loaded:
+            np.take(self.loaded[kind, length], slots, axis=0, out=out[: len(slots)])
+        else:
+            self.files[kind, length].read(slots, out)
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+
+
+# ------------------------------------------------------------------------------------------------------ the index
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The index manifest at `root`, or None if there is none; a malformed one raises InputError."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot read the track index manifest: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(path, f"not a track index manifest (format is not {FORMAT!r})")
+    if not isinstance(data.get("format_version"), int) or data["format_version"] > FORMAT_VERSION:
+        raise InputError(path, f"track index format {data.get('format_version')!r} is newer than this mgsv reads")
+    data["segments"] = [SegmentInfo.from_dict(s, path) for s in data.get("segments", [])]
+    return data
+
+
+def require_memory(where: str, parts: dict[str, int], fix: str) -> None:
+    """Raise IndexMemoryError, with the numbers and `fix`, when `parts` (bytes by name) exceed 80% of free memory."""
+    needed, free = sum(parts.values()), available_memory()
+    if free is None or needed <= 0.8 * free:
+        return
+    listed = ", ".join(f"{name} {gigabytes(size)}" for name, size in parts.items())
+    raise IndexMemoryError(
+        f"{where} needs {gigabytes(needed)} of memory ({listed}) but only {gigabytes(free)} is available; {fix}"
+    )
+
+
+class TrackIndex:
+    """An opened track index (see the module docstring): small per-track arrays in RAM, the rest read per query.
+
+    Rows are numbered through the segments in manifest order. h0 stays memory-mapped (`embedding_rows` touches the
+    candidates' rows only; `all_embeddings` is for the candidate stage to hold or index). `memory="ram"` reads the
+    token files into RAM at open (no disk reads per query); it is refused, with the numbers, when it does not fit.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], memory: str = "disk") -> None:
+        if memory not in MEMORY_CHOICES:
+            raise InputError("--index-memory", f"must be one of {', '.join(MEMORY_CHOICES)}, got {memory!r}")
+        self.root = Path(root)
+        manifest = read_manifest(self.root)
+        if manifest is None:
+            raise InputError(self.root, "no track index here")
+        self.fingerprint: str = manifest["fingerprint"]
+        self.dim: int = int(manifest["dim"])
+        self.generation: int = int(manifest["generation"])
+        self.detection_tokens: bool = bool(manifest["detection_tokens"])
+        self.memory = memory
+        infos: list[SegmentInfo] = manifest["segments"]
+        tracks = sum(info.tracks for info in infos)
+        parts = {"masks, places and hashes": tracks * (96 + 8 + 64 + 16)}
+        if memory == "ram":
+            parts["tokens and moments"] = self.token_bytes(infos)
+        require_memory(
+            f"{self.root}: this track index of {tracks:,} tracks", parts,
+            "open it with --index-memory disk (the default: tokens stay on disk and each query reads its "
+            "candidates' rows)" if memory == "ram" else "use a machine with more memory",
+        )
+        self.segments = [Segment(self.root / info.name, info, self.dim, self.detection_tokens, memory)
+                         for info in infos]
+        counts = [info.tracks for info in infos]
+        self.hashes = np.concatenate([s.hashes for s in self.segments]) if infos else np.zeros(0, HASH_DTYPE)
+        self.segment_of = np.repeat(np.arange(len(infos), dtype=np.int32), counts)
+        self.first_row = np.cumsum([0] + counts)[:-1]
+        self.lengths = np.concatenate([s.lengths for s in self.segments]) if infos else np.zeros(0, np.int32)
+        self.slots = np.concatenate([s.slots for s in self.segments]) if infos else np.zeros(0, np.int32)
+        self._sorted = np.argsort(self.hashes, kind="stable")
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def close(self) -> None:
+        """Close the index's files and reader threads."""
+        for segment in self.segments:
+            segment.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    def token_bytes(self, infos: Sequence[SegmentInfo] | None = None) -> int:
+        """Bytes of the per-token files (tokens, moments, detection tokens) of the segments."""
+        infos = self.segments_info if infos is None else infos
+        per_token = self.dim * 2 + 8 + (self.dim * 2 if self.detection_tokens else 0)
+        return sum(length * count * per_token for info in infos for length, count in info.buckets.items())
+
+    @property
+    def segments_info(self) -> list[SegmentInfo]:
+        return [s.info for s in self.segments]
+
+    def disk_bytes(self) -> int:
+        """Bytes of every file of the index on disk."""
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+    def all_embeddings(self) -> np.ndarray:
+        """h0 of every row as one float32 array [N, d] in RAM (read from the segments' memory maps)."""
+        if not self.segments:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate([np.asarray(s.embedding) for s in self.segments])
+
+    def embedding_rows(self, rows: np.ndarray) -> np.ndarray:
+        """h0 of some rows [len(rows), d] float32, in the given order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        segment = self.segment_of[rows]
+        for number in np.unique(segment).tolist():
+            picked = np.flatnonzero(segment == number)
+            out[picked] = self.segments[number].embedding[rows[picked] - self.first_row[number]]
+        return out
+
+    # -- rows -----------------------------------------------------------------------------------------------
+
+    def rows_of(self, hashes: np.ndarray) -> np.ndarray:
+        """Row of each content hash (|S64 array), -1 where the index has none."""
+        hashes = np.asarray(hashes, dtype=HASH_DTYPE)
+        if not len(self.hashes):
+            return np.full(len(hashes), -1, dtype=np.int64)
+        ordered = self.hashes[self._sorted]
+        where = np.minimum(np.searchsorted(ordered, hashes), len(ordered) - 1)
+        found = ordered[where] == hashes
+        return np.where(found, self._sorted[where], -1).astype(np.int64)
+
+    def groups(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, int, int, np.ndarray]]:
+        """(positions in `rows`, segment, bucket length, slots) per (segment, bucket), slots ascending."""
+        rows = np.asarray(rows, dtype=np.int64)
+        segment, length, slot = self.segment_of[rows], self.lengths[rows], self.slots[rows]
+        order = np.lexsort((slot, length, segment))
+        keys = np.stack([segment[order], length[order]], axis=1)
+        breaks = np.flatnonzero((np.diff(keys, axis=0) != 0).any(axis=1)) + 1
+        for first, stop in zip(np.r_[0, breaks], np.r_[breaks, len(order)], strict=True):
+            picked = order[first:stop]
+            yield picked, int(segment[picked[0]]), int(length[picked[0]]), slot[picked]
+
+    def blocks(self, rows: np.ndarray, chunk: int = READ_CHUNK) -> Iterator[tuple[np.ndarray, Any, Any]]:
+        """(positions in `rows`, standardised tokens float16 [c, L, d], mask [c, L] bool) in blocks of <= chunk
+        tracks of one bucket, as torch tensors; the next block is read while the caller scores this one."""
+        import torch
+
+        work = [(positions[i : i + chunk], segment, length, slots[i : i + chunk])
+                for positions, segment, length, slots in self.groups(rows)
+                for i in range(0, len(slots), chunk)]  # fmt: skip
+        if not work:
+            return
+        pool = self._reader()
+        pending = pool.submit(self._read_block, *work[0][1:])
+        for number, (positions, _, _, _) in enumerate(work):
+            tokens, mask = pending.result()
+            if number + 1 < len(work):
+                pending = pool.submit(self._read_block, *work[number + 1][1:])
+            yield positions, torch.from_numpy(tokens), torch.from_numpy(mask)
+
+    def _reader(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="mgsv-index-read")
+        return self._pool
+
+    def _read_block(self, segment: int, length: int, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tokens = np.empty((len(slots), length, self.dim), dtype=np.float16)
+        self._read_split(segment, "tokens", length, slots, tokens)
+        return tokens, self.segments[segment].masks[length][slots]
+
+    def _read_split(self, segment: int, kind: str, length: int, slots: np.ndarray, out: np.ndarray) -> None:
+        """Read rows with several positioned reads in flight (a cold disk answers them in parallel)."""
+        part = self.segments[segment]
+        if (kind, length) in part.loaded or len(slots) < 2 * IO_THREADS:
+            part.read(kind, length, slots, out)
+            return
+        pieces = np.array_split(np.arange(len(slots)), IO_THREADS)
+        # Reads of one block run in threads of their own pool: this runs inside the prefetching reader thread.
+        with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
+            list(pool.map(lambda p: part.read(kind, length, slots[p], out[p[0] : p[-1] + 1]), pieces))
+
+    def encodings(self, rows: Sequence[int], device: str = "cpu") -> MusicEncoding:
+        """The rows' encodings for detection (s~ rebuilt from x * std + mean, h0; no X-Pool state), in order."""
+        import torch
+
+        from mgsv.models.made import MusicEncoding
+
+        rows = np.asarray(rows, dtype=np.int64)
+        longest = int(self.lengths[rows].max()) if len(rows) else 1
+        tokens = torch.zeros(len(rows), longest, self.dim)
+        detection = torch.zeros(len(rows), longest, self.dim) if self.detection_tokens else tokens
+        mask = torch.zeros(len(rows), longest, dtype=torch.bool)
+        for positions, segment, length, slots in self.groups(rows):
+            part = self.segments[segment]
+            standard = np.empty((len(slots), length, self.dim), dtype=np.float16)
+            moments = np.empty((len(slots), length, 2), dtype=np.float32)
+            part.read("tokens", length, slots, standard)
+            part.read("moments", length, slots, moments)
+            rebuilt = torch.from_numpy(standard).float() * torch.from_numpy(moments[..., 1:]) + torch.from_numpy(
+                moments[..., :1]
+            )
+            index = torch.from_numpy(positions)
+            block_mask = torch.from_numpy(part.masks[length][slots])
+            tokens[index, :length] = rebuilt.masked_fill(~block_mask[..., None], 0.0)
+            mask[index, :length] = block_mask
+            if self.detection_tokens:
+                stored = np.empty((len(slots), length, self.dim), dtype=np.float16)
+                part.read("detection", length, slots, stored)
+                detection[index, :length] = torch.from_numpy(stored).float()
+        embedding = torch.from_numpy(self.embedding_rows(rows))
+        tokens, mask, embedding = tokens.to(device), mask.to(device), embedding.to(device)
+        detection = detection.to(device) if self.detection_tokens else tokens
+        return MusicEncoding(tokens, mask, embedding, detection, None)
+
+
+# ------------------------------------------------------------------------------------------------------ updates
+
+
+def matching_tensors(model: torch.nn.Module, music: MusicEncoding, detection: bool) -> dict[str, np.ndarray]:
+    """What the index stores for a batch of encoded tracks (numpy, per track: see the module docstring)."""
+    import torch
+
+    from mgsv.models.made import standardize_tokens
+
+    eps = model.xpool.norm_in.eps if getattr(model, "xpool", None) is not None else 1e-5
+    tokens, mask = music.tokens.float().cpu(), music.mask.cpu()
+    standard, mean, std = standardize_tokens(tokens, mask, eps)
+    arrays = {
+        "embedding": music.embedding.float().cpu().numpy(),
+        "tokens": standard.half().numpy(),
+        "moments": torch.stack([mean, std], dim=-1).numpy(),
+        "mask": mask.numpy(),
+    }
+    if detection:
+        arrays["detection"] = music.detection_tokens.half().cpu().numpy()
+    return arrays
+
+
+def check_searchable(model: torch.nn.Module) -> None:
+    """Refuse models the library index cannot serve (it stores MaDe's per-track matching form)."""
+    if not hasattr(model, "relevance_standardized"):
+        name = getattr(model, "preset_name", type(model).__name__)
+        raise MgsvError(
+            f"grounding in a music library needs a MaDe model (preset made, made-paper or one of their ablations); "
+            f"{name!r} has no per-track matching form the library index can store (evaluate it with mgsv eval)"
+        )
+
+
+def update_track_index(
+    root: Path,
+    model: torch.nn.Module,
+    fingerprint: str,
+    table: FeatureTable,
+    wanted: Sequence[str],
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> None:
+    """Bring the index at `root` to hold exactly `wanted` (content hashes): encode the missing tracks into a new
+    segment; compact when many stored tracks left the library or updates made many segments."""
+    check_searchable(model)
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        manifest = read_manifest(root) or {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": fingerprint,
+            "dim": int(model.config.dim), "generation": 0,
+            "detection_tokens": getattr(model.config, "fusion_input", "enhanced") != "enhanced", "segments": [],
+        }  # fmt: skip
+        _remove_leftovers(root, manifest["segments"])
+        stored = set()
+        for info in manifest["segments"]:
+            stored.update(h.decode() for h in np.load(root / info.name / "hashes.npy", allow_pickle=False))
+        wanted_set = set(wanted)
+        missing = [h for h in dict.fromkeys(wanted) if h not in stored]
+        changed = False
+        if missing:
+            info = _encode_segment(root, manifest, model, table, missing, device, progress)
+            manifest["segments"].append(info)
+            changed = True
+        dead = len(stored - wanted_set)
+        total = sum(info.tracks for info in manifest["segments"])
+        if dead and (dead > COMPACT_DEAD_FRACTION * total or len(manifest["segments"]) > MAX_SEGMENTS):
+            manifest["segments"] = [_compact(root, manifest, wanted_set)]
+            changed = True
+        if changed:
+            manifest["generation"] += 1
+            _write_json_atomic(root / MANIFEST, _manifest_json(manifest))
+            _remove_leftovers(root, manifest["segments"])
+
+
+def _manifest_json(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {**manifest, "segments": [info.to_dict() for info in manifest["segments"]]}
+
+
+def _next_name(root: Path, manifest: dict[str, Any]) -> str:
+    used = [int(info.name.split("-")[1]) for info in manifest["segments"]]
+    used += [int(p.name.split("-")[1]) for p in root.glob("seg-*") if p.name.split("-")[1].isdigit()]
+    return f"seg-{max(used, default=-1) + 1:06d}"
+
+
+def _remove_leftovers(root: Path, segments: Sequence[SegmentInfo]) -> None:
+    """Delete unfinished segments (.tmp-*) and segments the manifest no longer names (called under the lock)."""
+    named = {info.name for info in segments}
+    for path in root.iterdir():
+        if path.name.startswith(".tmp-") or (path.is_dir() and path.name.startswith("seg-") and path.name not in named):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _encode_segment(
+    root: Path,
+    manifest: dict[str, Any],
+    model: torch.nn.Module,
+    table: FeatureTable,
+    hashes: list[str],
+    device: str,
+    progress: Progress | None,
+) -> SegmentInfo:
+    """Encode tracks `hashes` (from the library's AST tokens) into a new published segment."""
+    import torch
+
+    max_tokens = table.spec.max_tokens
+    windows = table.lengths(hashes)
+    writer = SegmentWriter(root, hashes, windows, manifest["dim"], max_tokens, manifest["detection_tokens"])
+    was_training = model.training
+    model.eval()
+    done = 0
+    try:
+        with torch.inference_mode():
+            for length in sorted(writer.buckets):
+                members = np.flatnonzero(writer.lengths == length)
+                for start in range(0, len(members), ENCODE_BATCH):
+                    positions = members[start : start + ENCODE_BATCH]
+                    feats, mask = table.batch([hashes[i] for i in positions], pad_to=length)
+                    music = model.encode_music(feats.to(device), mask.to(device), matching_state=False)
+                    writer.put(positions, matching_tensors(model, music, manifest["detection_tokens"]))
+                    done += len(positions)
+                    if progress:
+                        progress("encode library", done, len(hashes))
+        return writer.publish(root, _next_name(root, manifest))
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        model.train(was_training)
+
+
+def _compact(root: Path, manifest: dict[str, Any], live: set[str]) -> SegmentInfo:
+    """Copy the rows of `live` hashes from every segment into one new published segment (no re-encoding)."""
+    wanted = np.array(sorted(live), dtype=HASH_DTYPE)
+    sources = []
+    for info in manifest["segments"]:
+        folder = root / info.name
+        hashes = np.load(folder / "hashes.npy", allow_pickle=False)
+        keep = np.flatnonzero(np.isin(hashes, wanted))
+        sources.append((folder, keep, hashes[keep], np.load(folder / "place.npy", allow_pickle=False)[keep]))
+    hashes = [h.decode() for _, _, kept, _ in sources for h in kept]
+    lengths = np.concatenate([place[:, 0] for *_, place in sources])
+    # Stored bucket lengths are kept: passing the longest as max_tokens leaves every one as it is.
+    writer = SegmentWriter(root, hashes, lengths, manifest["dim"], int(lengths.max(initial=1)),
+                           manifest["detection_tokens"])
+    try:
+        base = 0
+        for folder, keep, _, place in sources:
+            embedding = np.load(folder / "embedding.npy", mmap_mode="r", allow_pickle=False)
+            for length in np.unique(place[:, 0]).tolist():
+                picked = np.flatnonzero(place[:, 0] == length)
+                slots = place[picked, 1]
+                arrays = {"embedding": embedding[keep[picked]]}
+                for kind in ("tokens", "moments", "mask", "detection"):
+                    path = _bucket_file(folder, kind, length)
+                    if path.is_file():
+                        arrays[kind] = np.load(path, mmap_mode="r", allow_pickle=False)[slots]
+                writer.put(base + picked, arrays)
+            base += len(keep)
+        return writer.publish(root, _next_name(root, manifest))
+    except BaseException:
+        writer.abort()
+        raise
