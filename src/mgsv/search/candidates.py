@@ -182,7 +182,8 @@ class LanceCandidates:
         self.nprobes = nprobes
         database = lancedb.connect(str(index.root / "lance"))
         name = f"h0_{index.generation}"
-        if name in database.table_names():
+        existing = database.list_tables().tables  # a handful: one table per generation, older ones dropped
+        if name in existing:
             self.table = database.open_table(name)
         else:
             vectors = index.all_embeddings()
@@ -194,7 +195,7 @@ class LanceCandidates:
             if self.size >= LANCE_ANN_ROWS:
                 self.table.create_index(metric="dot", num_partitions=int(math.sqrt(self.size)),
                                         num_sub_vectors=max(1, index.dim // 8))
-            for old in database.table_names():
+            for old in existing:
                 if old != name:
                     database.drop_table(old)
 

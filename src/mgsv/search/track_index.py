@@ -96,8 +96,10 @@ def available_memory() -> int | None:
 
 
 def gigabytes(count: float) -> str:
-    """Bytes as a short human string (GB with 2 decimals, or MB below 1 GB)."""
-    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+    """Bytes as a short human string: GB with 2 decimals, MB or kB with one."""
+    if count >= 1e9:
+        return f"{count / 1e9:.2f} GB"
+    return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.1f} kB"
 
 
 # ------------------------------------------------------------------------------------------------------ files
