@@ -84,7 +84,7 @@ class Runtime:
                 )
                 grounder.check_library(library)
                 if len(library):
-                    library.encoded(grounder.model, device=settings.device)  # the music side, once, before traffic
+                    grounder.encoded(library)  # the track index built or updated once, before traffic
                 self.grounder = grounder
             if settings.ab_study is not None:
                 from mgsv.serve.abstudy import AbStudy
