@@ -45,7 +45,8 @@ def exact_scores(model: torch.nn.Module, video: VideoEncoding, index: TrackIndex
         return out
     embeddings = torch.from_numpy(index.embedding_rows(rows))
     # One float32 buffer for every block: converting into memory that stays in cache is what keeps this fast.
-    buffer = torch.empty(READ_CHUNK * int(index.lengths[rows].max()) * index.dim)
+    buffer = index.buffer("float32", min(READ_CHUNK, len(rows)) * int(index.lengths[rows].max()) * index.dim,
+                          torch.float32)
     with torch.autocast(video.embedding.device.type, enabled=False):
         for positions, tokens, mask in index.blocks(rows):
             block = buffer[: tokens.numel()].view(tokens.shape)

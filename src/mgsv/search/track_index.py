@@ -22,8 +22,9 @@ keys + values would take and a quarter of the Gram form the in-RAM path uses. Tr
 
 Bytes per track (d = 256, MGSV-EC's mean of 56 windows, ~60 after bucketing): tokens 30.7 KB, moments 0.5 KB,
 mask 60 B, h0 1 KB, hash and place 72 B: ~32 KB, so 3.2 GB per 100k tracks and 32 GB per million. Only h0 and
-the masks are held in RAM (1.1 KB per track, `memory="disk"`); a query reads its candidates' tokens with positioned
-reads (`os.preadv`, several in flight), which the page cache serves when the library is warm.
+the masks are held in RAM (~180 B per track, `memory="disk"`). A query first tells the kernel which rows it will
+read (`posix_fadvise(WILLNEED)`: on a cold disk the kernel fetches them all concurrently), then reads them block by
+block with positioned reads (`os.preadv`) into reused buffers; a warm library is served from the page cache.
 
 Durability: a segment is written under a temporary name, fsynced and renamed into place; then manifest.json is
 replaced atomically. A killed update leaves the previous index intact; the next update removes its leftovers.
@@ -36,9 +37,9 @@ import json
 import logging
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,8 +63,7 @@ MANIFEST = "manifest.json"
 BUCKET_STEP = 8  # tracks are grouped by their number of windows rounded up to this
 HASH_DTYPE = "S64"  # content hashes: 64 hex digits
 ENCODE_BATCH = 128  # tracks per encode_music call while building
-READ_CHUNK = 128  # tracks per block read and scored at once (bounded buffers, hot in cache)
-IO_THREADS = 8  # positioned reads in flight: a cold disk serves many at once
+READ_CHUNK = 128  # tracks per block read and scored at once (bounded buffers that stay in cache)
 COMPACT_DEAD_FRACTION = 0.25  # compact when this share of the stored tracks left the library ...
 MAX_SEGMENTS = 16  # ... or when updates made more segments than this
 MEMORY_CHOICES = ("disk", "ram")
@@ -153,13 +153,24 @@ class RowFile:
             os.close(self.fd)
             self.fd = -1
 
+    def runs(self, slots: np.ndarray) -> list[tuple[int, int, int]]:
+        """(first position, stop position, byte offset) of each run of consecutive slots (ascending slots)."""
+        breaks = np.flatnonzero(np.diff(slots) != 1) + 1
+        firsts, stops = np.r_[0, breaks], np.r_[breaks, len(slots)]
+        return [(int(a), int(b), self.offset + int(slots[a]) * self.row_bytes) for a, b in zip(firsts, stops, strict=True)]
+
+    def advise(self, slots: np.ndarray) -> None:
+        """Tell the kernel these rows will be read soon, so that a cold disk fetches them all at once."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        for first, stop, offset in self.runs(slots):
+            os.posix_fadvise(self.fd, offset, (stop - first) * self.row_bytes, os.POSIX_FADV_WILLNEED)
+
     def read(self, slots: np.ndarray, out: np.ndarray) -> None:
         """Rows `slots` (ascending) into out[0 : len(slots)]; runs of consecutive slots are one read each."""
         flat = out.reshape(len(out), -1).view(np.uint8)
-        breaks = np.flatnonzero(np.diff(slots) != 1) + 1
-        for first, stop in zip(np.r_[0, breaks], np.r_[breaks, len(slots)], strict=True):
+        for first, stop, offset in self.runs(slots):
             target = memoryview(flat[first:stop]).cast("B")
-            offset = self.offset + int(slots[first]) * self.row_bytes
             done = os.preadv(self.fd, [target], offset) if hasattr(os, "preadv") else self._pread(target, offset)
             if done != len(target):
                 raise InputError(self.path, f"short read at row {int(slots[first])}: the index file is damaged")
@@ -293,6 +304,11 @@ class Segment:
             for key, handle in self.files.items():
                 self.loaded[key] = np.load(handle.path, allow_pickle=False)
 
+    def advise(self, kind: str, length: int, slots: np.ndarray) -> None:
+        """Announce reads of rows `slots` (ascending) of one bucket's `kind` array (nothing to do in RAM)."""
+        if (kind, length) not in self.loaded:
+            self.files[kind, length].advise(slots)
+
     def read(self, kind: str, length: int, slots: np.ndarray, out: np.ndarray) -> None:
         """Rows `slots` (ascending) of one bucket's `kind` array into out[: len(slots)]."""
         if (kind, length) in self.loaded:
@@ -375,18 +391,28 @@ class TrackIndex:
         self.lengths = np.concatenate([s.lengths for s in self.segments]) if infos else np.zeros(0, np.int32)
         self.slots = np.concatenate([s.slots for s in self.segments]) if infos else np.zeros(0, np.int32)
         self._sorted = np.argsort(self.hashes, kind="stable")
-        self._pool: ThreadPoolExecutor | None = None
+        self._buffers = threading.local()  # per-thread read buffers, reused across queries
 
     def __len__(self) -> int:
         return len(self.hashes)
 
     def close(self) -> None:
-        """Close the index's files and reader threads."""
+        """Close the index's files."""
         for segment in self.segments:
             segment.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+
+    def buffer(self, name: str, count: int, dtype: Any) -> Any:
+        """A torch tensor of at least `count` elements, this thread's own, reused across calls (contents undefined).
+
+        Fresh large buffers cost page faults on every query; reused ones stay mapped and mostly in cache.
+        """
+        import torch
+
+        held = getattr(self._buffers, name, None)
+        if held is None or held.numel() < count or held.dtype != dtype:
+            held = torch.empty(count, dtype=dtype)
+            setattr(self._buffers, name, held)
+        return held[:count]
 
     def token_bytes(self, infos: Sequence[SegmentInfo] | None = None) -> int:
         """Bytes of the per-token files (tokens, moments, detection tokens) of the segments."""
@@ -442,43 +468,21 @@ class TrackIndex:
             yield picked, int(segment[picked[0]]), int(length[picked[0]]), slot[picked]
 
     def blocks(self, rows: np.ndarray, chunk: int = READ_CHUNK) -> Iterator[tuple[np.ndarray, Any, Any]]:
-        """(positions in `rows`, standardised tokens float16 [c, L, d], mask [c, L] bool) in blocks of <= chunk
-        tracks of one bucket, as torch tensors; the next block is read while the caller scores this one."""
+        """(positions in `rows`, standardised tokens float16 [c, L, d], mask [c, L] bool) as torch tensors, in blocks
+        of at most `chunk` tracks of one bucket. The token tensor is a reused buffer: use it before the next block."""
         import torch
 
         work = [(positions[i : i + chunk], segment, length, slots[i : i + chunk])
                 for positions, segment, length, slots in self.groups(rows)
                 for i in range(0, len(slots), chunk)]  # fmt: skip
-        if not work:
-            return
-        pool = self._reader()
-        pending = pool.submit(self._read_block, *work[0][1:])
-        for number, (positions, _, _, _) in enumerate(work):
-            tokens, mask = pending.result()
-            if number + 1 < len(work):
-                pending = pool.submit(self._read_block, *work[number + 1][1:])
-            yield positions, torch.from_numpy(tokens), torch.from_numpy(mask)
-
-    def _reader(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="mgsv-index-read")
-        return self._pool
-
-    def _read_block(self, segment: int, length: int, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tokens = np.empty((len(slots), length, self.dim), dtype=np.float16)
-        self._read_split(segment, "tokens", length, slots, tokens)
-        return tokens, self.segments[segment].masks[length][slots]
-
-    def _read_split(self, segment: int, kind: str, length: int, slots: np.ndarray, out: np.ndarray) -> None:
-        """Read rows with several positioned reads in flight (a cold disk answers them in parallel)."""
-        part = self.segments[segment]
-        if (kind, length) in part.loaded or len(slots) < 2 * IO_THREADS:
-            part.read(kind, length, slots, out)
-            return
-        pieces = np.array_split(np.arange(len(slots)), IO_THREADS)
-        # Reads of one block run in threads of their own pool: this runs inside the prefetching reader thread.
-        with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
-            list(pool.map(lambda p: part.read(kind, length, slots[p], out[p[0] : p[-1] + 1]), pieces))
+        for _, segment, length, slots in work:
+            self.segments[segment].advise("tokens", length, slots)
+        largest = max((len(slots) * length for _, _, length, slots in work), default=0)
+        flat = self.buffer("tokens", largest * self.dim, torch.float16)
+        for positions, segment, length, slots in work:
+            tokens = flat[: len(slots) * length * self.dim].view(len(slots), length, self.dim)
+            self.segments[segment].read("tokens", length, slots, tokens.numpy())
+            yield positions, tokens, torch.from_numpy(self.segments[segment].masks[length][slots])
 
     def encodings(self, rows: Sequence[int], device: str = "cpu") -> MusicEncoding:
         """The rows' encodings for detection (s~ rebuilt from x * std + mean, h0; no X-Pool state), in order."""
