@@ -4,6 +4,7 @@
 from mgsv.cli import data  # noqa: F401
 from mgsv.cli import data_split  # noqa: F401
 from mgsv.cli import data_synthetic  # noqa: F401
+from mgsv.cli import demo  # noqa: F401
 from mgsv.cli import extract  # noqa: F401
 from mgsv.cli import ground  # noqa: F401
 from mgsv.cli import library  # noqa: F401

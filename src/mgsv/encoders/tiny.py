@@ -16,8 +16,15 @@ TINY_CLIP_DIM = 16
 TINY_AST_DIM = 32
 
 
-def make_tiny_clip(folder: Path | str, *, vision_only: bool = False, image_size: int = 224, seed: int = 0) -> Path:
-    """Save a tiny CLIP (full CLIPModel, or only `CLIPVisionModelWithProjection`) to `folder`; return the folder."""
+def make_tiny_clip(
+    folder: Path | str, *, vision_only: bool = False, image_size: int = 224, seed: int = 0, init_scale: float = 1.0
+) -> Path:
+    """Save a tiny CLIP (full CLIPModel, or only `CLIPVisionModelWithProjection`) to `folder`; return the folder.
+
+    `init_scale` multiplies the initial weights (transformers' `initializer_factor`): at 1 a tiny random CLIP's
+    output is mostly a constant (its class and position embeddings); at ~3 the picture dominates, which the demo
+    needs for its model to learn in a minute.
+    """
     from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     vision = {
@@ -28,6 +35,7 @@ def make_tiny_clip(folder: Path | str, *, vision_only: bool = False, image_size:
         "image_size": image_size,
         "patch_size": 32,
         "projection_dim": TINY_CLIP_DIM,
+        "initializer_factor": float(init_scale),
     }
     text = {
         "hidden_size": 16,
@@ -43,7 +51,8 @@ def make_tiny_clip(folder: Path | str, *, vision_only: bool = False, image_size:
     }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=TINY_CLIP_DIM))
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=TINY_CLIP_DIM,
+                                     initializer_factor=float(init_scale)))
     if vision_only:
         # The vision tower of the full model, so both layouts of one seed hold the same vision weights.
         tower = CLIPVisionModelWithProjection(CLIPVisionConfig(**vision))

@@ -1,0 +1,1 @@
+"""`mgsv demo`: the whole pipeline offline on generated or Debian-packaged media (see `run`)."""
