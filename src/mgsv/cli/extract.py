@@ -31,6 +31,11 @@ class IdChoice(str, Enum):
     hash = "hash"
 
 
+class EngineChoice(str, Enum):
+    serial = "serial"
+    ray = "ray"
+
+
 @contextmanager
 def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
     """Rich progress bars on stderr, one per stage, fed by a (stage, done, total) callback."""
@@ -96,6 +101,14 @@ def extract_command(
         float, typer.Option("--window", min=0.0, help="Videos longer than 50 s: second the 50 s of frames start at.")
     ] = 0.0,
     device: Annotated[str, typer.Option("--device", help="Torch device for the encoders.")] = "cpu",
+    engine: Annotated[
+        EngineChoice, typer.Option("--engine", help="serial (this process) or ray (a Ray cluster; needs mgsv[ray]).")
+    ] = EngineChoice.serial,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="With --engine ray: the cluster to join (auto: the running one); default: "
+                     "start a local Ray."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Encode videos (CLIP, 1 fps, at most 50 frames) and music (AST, 96 windows over 240 s) into a feature store.
@@ -105,11 +118,16 @@ def extract_command(
     A re-run skips what is stored (files are recognised by content, also under another name); a killed run resumes.
 
     Bad files are reported at the end; the exit code is 1 if any file failed.
+
+    With --engine ray, files are decoded by CPU tasks and encoded by actors (one GPU each with --device cuda) on a
+    Ray cluster; the store and the inputs must be on a filesystem every node sees (docs/scale.md).
     """
     from mgsv.extract.pipeline import EncoderOptions, extract_features
 
     if not videos and not music:
         raise typer.BadParameter("give --videos and/or --music", param_hint="--videos / --music")
+    if address is not None and engine is not EngineChoice.ray:
+        raise typer.BadParameter("--address needs --engine ray", param_hint="--address")
     options = EncoderOptions(
         clip=clip,
         ast=ast,
@@ -121,7 +139,8 @@ def extract_command(
     )
     with progress_bars(not json_output) as progress:
         report = extract_features(
-            store, videos or [], music or [], options, ids=ids.value, window_start=window, progress=progress
+            store, videos or [], music or [], options, ids=ids.value, window_start=window, progress=progress,
+            engine=engine.value, ray_address=address,
         )
     if json_output:
         typer.echo(json.dumps(report.to_dict()))

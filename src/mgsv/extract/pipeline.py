@@ -20,6 +20,7 @@ The store stays consistent whatever happens (see `mgsv.features.store`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "content-index.json"
 DEFAULT_FLUSH_EVERY = 16  # items per published shard: bounds the work a killed run loses
+ENGINES = ("serial", "ray")
 Progress = Callable[[str, int, int], None]  # (modality, done, total)
 IdScheme = Literal["stem", "hash"]
 
@@ -132,7 +134,9 @@ class EncoderOptions:
 
 
 @dataclass
-class _Planned:
+class Planned:
+    """A file to encode (or to copy the stored features of `copy_from`, a stored id with the same content)."""
+
     path: Path
     item_id: str
     digest: str
@@ -175,16 +179,25 @@ def extract_features(
     progress: Progress | None = None,
     clip_encoder: ClipFrameEncoder | None = None,
     ast_encoder: AstMusicEncoder | None = None,
+    engine: str = "serial",
+    ray_address: str | None = None,
+    encoder_loaders: dict[str, Callable[[], Any]] | None = None,
 ) -> ExtractReport:
     """Encode video and music files into the store at `store_dir` (see the module docstring).
 
     Encoders are loaded from `encoders` unless given ready-made. `window_start` picks the 50 s of longer videos.
+    `engine="ray"` spreads the work over a Ray cluster (`mgsv.extract.ray_engine`; `ray_address` as for
+    `ray.init`, None: the running session or a new local one); there `encoder_loaders` ("video" / "music":
+    picklable callables run in each worker) replace the encoders of `encoders`, and `flush_every` is the
+    encoding batch (one part file, then one store shard, per batch).
     """
     started = time.perf_counter()
     if flush_every < 1:
         raise InputError("flush_every", f"must be at least 1, got {flush_every}")
     if ids not in ("stem", "hash"):
         raise InputError("--ids", f"must be 'stem' or 'hash', got {ids!r}")
+    if engine not in ENGINES:
+        raise InputError("--engine", f"must be one of {', '.join(ENGINES)}, got {engine!r}")
     store_dir = Path(store_dir)
     encoders = encoders or EncoderOptions()
     found = {"video": find_media(list(videos), "video"), "music": find_media(list(music), "music")}
@@ -196,43 +209,67 @@ def extract_features(
         given = [str(p) for p in (*videos, *music)]
         raise InputError(", ".join(given) or "(no inputs)", "no video or music files found (give files or folders)")
 
-    loaded: dict[str, Any] = {}
-    if "video" in wanted:
-        loaded["video"] = clip_encoder or encoders.load_clip()
-    if "music" in wanted:
-        loaded["music"] = ast_encoder or encoders.load_ast()
+    loaders = {"video": encoders.load_clip, "music": encoders.load_ast, **(encoder_loaders or {})}
+    ready = {"video": clip_encoder, "music": ast_encoder}
+
+    def driver_encoder(modality: str) -> Any:
+        if ready[modality] is not None:
+            return ready[modality]
+        if engine == "ray":
+            if encoder_loaders and modality in encoder_loaders:
+                return encoder_loaders[modality]()
+            # The Ray driver needs the spec only: its copy of the encoder runs on the CPU and is dropped after.
+            cpu = dataclasses.replace(encoders, device="cpu")
+            return cpu.load_clip() if modality == "video" else cpu.load_ast()
+        return loaders[modality]()
+
+    loaded = {modality: driver_encoder(modality) for modality in wanted}
     store = open_or_create_store(store_dir, {m: loaded[m].spec for m in wanted})
     index = ContentIndex(store_dir / INDEX_FILE)
 
     reports = {}
+    if engine == "ray":
+        from mgsv.extract.ray_engine import connect, extract_modality_on_ray
+
+        loaded.clear()
+        connect(ray_address)
     for modality in wanted:
         report = ModalityReport(found=len(found[modality].files))
         reports[modality] = report
-        _extract_modality(
-            store, index, modality, found[modality], loaded[modality], ids, window_start, flush_every, report, progress
-        )
+        if engine == "ray":
+            extract_modality_on_ray(store, index, modality, found[modality], loaders[modality], ids, window_start,
+                                    flush_every, report, progress, encoders.device)  # fmt: skip
+        else:
+            _extract_modality(store, index, modality, found[modality], loaded[modality], ids, window_start,
+                              flush_every, report, progress)  # fmt: skip
     return ExtractReport(store_dir, reports, input_problems, time.perf_counter() - started)
 
 
-def _plan(
-    discovered: Discovered,
+def hash_files(paths: list[Path], report: ModalityReport) -> list[tuple[Path, str]]:
+    """(path, content hash) of each readable file; unreadable ones are reported as failures."""
+    hashed = []
+    for path in paths:
+        try:
+            hashed.append((path, content_hash(path)))
+        except MgsvError as exc:
+            report.failures.append(problem_for(path, exc))
+    return hashed
+
+
+def plan_items(
+    hashed: list[tuple[Path, str]],
     table: FeatureTable,
     index: ContentIndex,
     modality: str,
     ids: IdScheme,
     report: ModalityReport,
-) -> list[_Planned]:
-    """Hash and name every file, settle collisions and what is already stored; return what needs work."""
+) -> list[Planned]:
+    """Name every hashed file, settle collisions and what is already stored; return what needs work."""
     by_id: dict[str, list[tuple[Path, str]]] = {}
-    for path in discovered.files:
-        try:
-            digest = content_hash(path)
-        except MgsvError as exc:
-            report.failures.append(problem_for(path, exc))
-            continue
+    for path, digest in hashed:
         by_id.setdefault(item_id_for(path, digest, ids), []).append((path, digest))
 
-    todo: list[_Planned] = []
+    todo: list[Planned] = []
     first_with_hash: dict[str, str] = {}  # digest -> id planned for encoding in this run
     for item_id, files in by_id.items():
         digests = {digest for _, digest in files}
@@ -262,12 +299,12 @@ def _plan(
             continue
         stored_twin = index.id_with_hash(modality, digest)
         if stored_twin is not None and stored_twin in table:
-            todo.append(_Planned(path, item_id, digest, copy_from=stored_twin))
+            todo.append(Planned(path, item_id, digest, copy_from=stored_twin))
         elif digest in first_with_hash:
-            todo.append(_Planned(path, item_id, digest, copy_from=first_with_hash[digest]))
+            todo.append(Planned(path, item_id, digest, copy_from=first_with_hash[digest]))
         else:
             first_with_hash[digest] = item_id
-            todo.append(_Planned(path, item_id, digest))
+            todo.append(Planned(path, item_id, digest))
     return todo
 
 
@@ -283,7 +320,7 @@ def _extract_modality(
     report: ModalityReport,
     progress: Progress | None,
 ) -> None:
-    todo = _plan(discovered, store.modality(modality), index, modality, ids, report)
+    todo = plan_items(hash_files(discovered.files, report), store.modality(modality), index, modality, ids, report)
     index.save()  # adopted ids
     to_encode = [p for p in todo if p.copy_from is None]
     copies = [p for p in todo if p.copy_from is not None]
@@ -292,14 +329,14 @@ def _extract_modality(
     if progress:
         progress(modality, 0, total)
 
-    def decode(planned: _Planned) -> Any:
+    def decode(planned: Planned) -> Any:
         if modality == "video":
             return decode_video(planned.path, window_start)
         return decode_track(planned.path)
 
     # A large flush_every for the writer itself: shards are published by `commit` below, followed by the index.
     with store.writer(modality, flush_every=1 << 30) as writer:
-        pending: list[_Planned] = []
+        pending: list[Planned] = []
 
         def commit() -> None:
             writer.flush()
@@ -341,22 +378,47 @@ def _extract_modality(
             if len(pending) >= flush_every:
                 commit()
         commit()
-        # Copies go last: their source may be an item encoded just now.
-        table = store.modality(modality) if copies else None
+    # Copies go last: their source may be an item encoded just now.
+    counted = [done]
+
+    def step() -> None:
+        counted[0] += 1
+        if progress:
+            progress(modality, counted[0], total)
+
+    store_copies(store, index, modality, copies, report, step)
+
+
+def store_copies(
+    store: FeatureStore,
+    index: ContentIndex,
+    modality: str,
+    copies: list[Planned],
+    report: ModalityReport,
+    step: Callable[[], Any] | None = None,
+) -> None:
+    """Store the features of files whose content is already stored under another id (copied, not encoded)."""
+    if not copies:
+        return
+    with store.writer(modality, flush_every=1 << 30) as writer:
+        table = store.modality(modality)
+        stored = []
         for planned in copies:
             if planned.copy_from in table:
                 tokens, mask = table.get(planned.copy_from)
                 writer.add(planned.item_id, tokens.numpy(), mask.numpy())
-                pending.append(planned)
+                stored.append(planned)
                 report.copied += 1
             else:
                 report.failures.append(
                     Problem(str(planned.path), f"same content as the file of id {planned.copy_from!r}, which failed")
                 )
-            done += 1
-            if progress:
-                progress(modality, done, total)
-        commit()
+            if step:
+                step()
+        writer.flush()
+    for planned in stored:
+        index.record(modality, planned.item_id, planned.digest, planned.path.resolve())
+    index.save()
 
 
 def _warn_long_video(frames: Any, window_start: float, report: ModalityReport) -> None:
