@@ -120,7 +120,7 @@ def run_demo(out: Path, epochs: int = 30, force: bool = False, say: Callable[[st
     seconds = np.arange(query.music_start, query.music_start + query.video_end)
     video = write_video(out / "query-video.mp4", render_frames(profiles[query.music_id], seconds))
     grounder = Grounder.from_checkpoint(checkpoint, clip=clip)
-    moments = grounder.ground(video, library, top=5)
+    moments = grounder.ground(video, library, top=5, fit_duration=True)
     timings["grounding"] = time.perf_counter() - clock
 
     say("[5/5] rendering the video with the top moment as its soundtrack")
@@ -199,7 +199,7 @@ def build_dataset(folder: Path, tracks: list, clip, library, per_track: int = 40
 
 
 def train_demo_model(data: Path, run: Path, epochs: int) -> Path:
-    """Train the demo's MaDe with the official recipe at small sizes; returns its best-mIoU checkpoint."""
+    """Train the demo's MaDe (official recipe, small sizes, paper dropout); returns its best-R@1 checkpoint."""
     from mgsv.features.store import FeatureStore
     from mgsv.training.trainer import TrainSettings, Trainer
 
@@ -209,4 +209,4 @@ def train_demo_model(data: Path, run: Path, epochs: int) -> Path:
     trainer = Trainer(TrainSettings(preset="made", data_dir=data, out_dir=run, model_overrides=model,
                                     recipe_overrides=recipe, precision="bf16", progress=True))
     trainer.fit()
-    return run / "checkpoints" / "best_miou"
+    return run / "checkpoints" / "best_r1"
