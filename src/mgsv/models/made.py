@@ -494,24 +494,36 @@ class XPool(nn.Module):
 
         With x_l the standardised s~_l, LN1(s~_l) = g1 x_l + b1 and the attention logit q . k_proj(LN1(s~_l)) / 16
         is (W_k^T q * g1 / 16) . x_l plus a term that does not depend on l (softmax ignores it). So one attention of
-        that folded query over x gives both the weights and the pooled x; out_proj(v_proj(.)) is affine and the
-        weights sum to one, so the pooled values are W_o W_v (g1 * pooled x + b1) + (W_o b_v + b_o). A pair costs
-        one pass over its track's [L, d] tokens; everything after the pooling is d-wide. Unlike `similarity` (made
-        for many videos x many tracks), a track stores nothing but x: this is what a large library keeps on disk.
+        that folded query (`attention_query`) over x gives both the weights and the pooled x (`pool_standardized`);
+        out_proj(v_proj(.)) is affine and the weights sum to one, so the pooled values are
+        W_o W_v (g1 * pooled x + b1) + (W_o b_v + b_o) (`similarity_pooled`). A pair costs one pass over its
+        track's [L, d] tokens; everything after the pooling is d-wide, and can run once for many tracks pooled in
+        blocks. Unlike `similarity` (made for many videos x many tracks), a track stores nothing but x: this is
+        what a large library keeps on disk.
         """
-        num_videos, dim = video_emb.shape[0], self.dim
-        num_tracks = standard.shape[0]
-        weight_in = self.norm_in.weight.float()
-        query = (self.query(video_emb).float() @ self.k_proj.weight.float()) * weight_in / math.sqrt(dim)
+        return self.similarity_pooled(video_emb, self.pool_standardized(self.attention_query(video_emb), standard, mask))
+
+    def attention_query(self, video_emb: Tensor) -> Tensor:
+        """The query [Nv, d] that attends over standardised tokens: W_k^T q_proj(LN1(h(v))) * g1 / sqrt(d), float32."""
+        query = self.query(video_emb).float() @ self.k_proj.weight.float()
+        return query * self.norm_in.weight.float() / math.sqrt(self.dim)
+
+    def pool_standardized(self, query: Tensor, standard: Tensor, mask: Tensor) -> Tensor:
+        """Attention-pooled standardised tokens [M, Nv, d] of tracks `standard` [M, L, d] for queries [Nv, d]."""
+        num_tracks, (num_videos, dim) = standard.shape[0], query.shape
         x = standard.float()
         # SDPA pools in one pass over x (no [M, Nv, L] weights in memory); bool mask: True = attend.
-        pooled = F.scaled_dot_product_attention(
+        return F.scaled_dot_product_attention(
             query.expand(num_tracks, num_videos, dim)[:, None], x[:, None], x[:, None],
             attn_mask=mask[:, None, None, :], scale=1.0,
-        )[:, 0]  # [M, Nv, d]
+        )[:, 0]
+
+    def similarity_pooled(self, video_emb: Tensor, pooled: Tensor) -> Tensor:
+        """S1 [Nv, M] from pooled standardised tokens [M, Nv, d] (`pool_standardized`)."""
+        weight_in = self.norm_in.weight.float()
         value_map = self.out_proj.weight.float() @ self.v_proj.weight.float()
         value_bias = self.out_proj.weight.float() @ self.v_proj.bias.float() + self.out_proj.bias.float()
-        values = F.linear(pooled * weight_in + self.norm_in.bias.float(), value_map, value_bias)
+        values = F.linear(pooled.float() * weight_in + self.norm_in.bias.float(), value_map, value_bias)
         with torch.autocast(values.device.type, enabled=False):
             return MaDe._s1(video_emb, self._finish(values))
 
@@ -783,11 +795,19 @@ class MaDe(nn.Module):
         `embedding` is h0(M) [M, d]; `standard` [M, L, d] (any float dtype, read in float32) are the tracks' s~
         standardised with X-Pool's input-norm eps (`standardize_tokens`), `mask` [M, L]. Eval mode: no dropout.
         """
+        pooled = None
+        if self.xpool is not None:
+            pooled = self.xpool.pool_standardized(self.xpool.attention_query(video.embedding), standard, mask)
+        return self.relevance_pooled(video, embedding, pooled)
+
+    def relevance_pooled(self, video: VideoEncoding, embedding: Tensor, pooled: Tensor | None) -> Tensor:
+        """p_s [B, M] from h0 [M, d] and X-Pool's pooled standardised tokens [M, B, d] (`XPool.pool_standardized`;
+        None for a model without X-Pool). Lets a search pool its candidates block by block and finish them at once."""
         s0 = s1 = None
         if self.config.matching in ("both", "h0"):
             s0 = video.embedding.float() @ embedding.float().T
         if self.xpool is not None:
-            s1 = self.xpool.similarity_standardized(video.embedding, standard, mask)
+            s1 = self.xpool.similarity_pooled(video.embedding, pooled)
         return self._combine(s0, s1)
 
     @staticmethod

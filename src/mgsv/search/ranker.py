@@ -44,16 +44,21 @@ def exact_scores(model: torch.nn.Module, video: VideoEncoding, index: TrackIndex
     if not len(rows):
         return out
     embeddings = torch.from_numpy(index.embedding_rows(rows))
-    # One float32 buffer for every block: converting into memory that stays in cache is what keeps this fast.
-    buffer = index.buffer("float32", min(READ_CHUNK, len(rows)) * int(index.lengths[rows].max()) * index.dim,
-                          torch.float32)
+    xpool = getattr(model, "xpool", None)
+    pooled = None
     with torch.autocast(video.embedding.device.type, enabled=False):
-        for positions, tokens, mask in index.blocks(rows):
-            block = buffer[: tokens.numel()].view(tokens.shape)
-            block.copy_(tokens)
-            picked = torch.from_numpy(positions)
-            scores = model.relevance_standardized(video, embeddings[picked], block, mask)
-            out[positions] = scores[0].numpy()
+        if xpool is not None:  # without X-Pool, p_s needs no tokens at all
+            query = xpool.attention_query(video.embedding)
+            pooled = torch.empty(len(rows), 1, index.dim)
+            # One float32 buffer for every block: converting into memory that stays in cache keeps this fast.
+            buffer = index.buffer("float32", min(READ_CHUNK, len(rows)) * int(index.lengths[rows].max()) * index.dim,
+                                  torch.float32)
+            for positions, tokens, mask in index.blocks(rows):
+                block = buffer[: tokens.numel()].view(tokens.shape)
+                block.copy_(tokens)
+                pooled[torch.from_numpy(positions)] = xpool.pool_standardized(query, block, mask)
+        # The d-wide rest (value map, LayerNorms, cosines) once for every candidate.
+        out[:] = model.relevance_pooled(video, embeddings, pooled)[0].numpy()
     return out
 
 

@@ -184,6 +184,43 @@ class RowFile:
 # ------------------------------------------------------------------------------------------------------ segments
 
 
+class ArrayWriter:
+    """A `.npy` file of known shape, filled row by row with positioned writes (a memory map would hold every
+    written page in the writer's RSS until it is flushed: tens of GB for a large index)."""
+
+    def __init__(self, path: Path, dtype: Any, shape: tuple[int, ...]) -> None:
+        self.path, self.dtype = path, np.dtype(dtype)
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": tuple(int(n) for n in shape)}  # fmt: skip
+        with open(path, "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
+            self.offset = handle.tell()
+            handle.truncate(self.offset + int(shape[0]) * self.row_bytes)
+        self.fd = os.open(path, os.O_WRONLY)
+
+    def write(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """values[i] into row rows[i]; runs of consecutive rows are one write each."""
+        rows = np.asarray(rows, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for first, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+            data = values[first:stop].tobytes()
+            offset = self.offset + int(rows[first]) * self.row_bytes
+            while data:  # a positioned write may be short; finish it
+                done = os.pwrite(self.fd, data, offset)
+                data, offset = data[done:], offset + done
+
+    def close(self) -> None:
+        """fsync and close."""
+        if self.fd >= 0:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+
+
+
 @dataclass(frozen=True)
 class SegmentInfo:
     """A manifest entry: a segment's folder name, track count and tracks per bucket length."""
@@ -228,21 +265,12 @@ class SegmentWriter:
             self.buckets[int(length)] = len(members)
         np.save(self.folder / "hashes.npy", np.array(list(hashes), dtype=HASH_DTYPE), allow_pickle=False)
         np.save(self.folder / "place.npy", np.stack([self.lengths, self.slots], axis=1), allow_pickle=False)
-        self.embedding = self._open("embedding.npy", np.float32, (self.count, dim))
-        self.arrays: dict[tuple[str, int], np.ndarray] = {}
-        for length, n in self.buckets.items():
-            self.arrays["tokens", length] = self._open(_bucket_file(self.folder, "tokens", length).name,
-                                                       np.float16, (n, length, dim))
-            self.arrays["moments", length] = self._open(_bucket_file(self.folder, "moments", length).name,
-                                                        np.float32, (n, length, 2))
-            self.arrays["mask", length] = self._open(_bucket_file(self.folder, "mask", length).name,
-                                                     np.bool_, (n, length))
-            if detection:
-                self.arrays["detection", length] = self._open(_bucket_file(self.folder, "detection", length).name,
-                                                              np.float16, (n, length, dim))
-
-    def _open(self, name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-        return np.lib.format.open_memmap(self.folder / name, mode="w+", dtype=dtype, shape=shape)
+        self.embedding = ArrayWriter(self.folder / "embedding.npy", np.float32, (self.count, dim))
+        kinds = {"tokens": (np.float16, (dim,)), "moments": (np.float32, (2,)), "mask": (np.bool_, ())}
+        if detection:
+            kinds["detection"] = (np.float16, (dim,))
+        self.arrays = {(kind, length): ArrayWriter(_bucket_file(self.folder, kind, length), dtype, (n, length, *rest))
+                       for length, n in self.buckets.items() for kind, (dtype, rest) in kinds.items()}  # fmt: skip
 
     def put(self, positions: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
         """Store tracks `positions` (of the plan, all of one bucket length): embedding [b, d] and per-token arrays
@@ -251,20 +279,19 @@ class SegmentWriter:
         if len(lengths) != 1:
             raise ValueError("put() takes tracks of one bucket length at a time")
         length = int(lengths[0])
-        slots = self.slots[positions]
-        self.embedding[positions] = arrays["embedding"]
+        order = np.argsort(positions, kind="stable")  # ascending rows: neighbours become one write
+        self.embedding.write(np.asarray(positions)[order], np.asarray(arrays["embedding"])[order])
+        slots = self.slots[positions][order]
         for kind in ("tokens", "moments", "mask", "detection"):
             if (kind, length) in self.arrays:
-                self.arrays[kind, length][slots] = arrays[kind][:, :length]
+                self.arrays[kind, length].write(slots, np.asarray(arrays[kind][:, :length])[order])
 
     def publish(self, parent: Path, name: str) -> SegmentInfo:
-        """Flush and fsync every file, then rename the folder to `name` (atomic)."""
+        """fsync every file, then rename the folder to `name` (atomic)."""
         for array in (self.embedding, *self.arrays.values()):
-            array.flush()
-        self.embedding = None
-        self.arrays = {}
-        for path in self.folder.iterdir():
-            _fsync_file(path)
+            array.close()
+        for path in ("hashes.npy", "place.npy"):
+            _fsync_file(self.folder / path)
         target = parent / name
         os.replace(self.folder, target)
         _fsync_dir(parent)
@@ -272,8 +299,8 @@ class SegmentWriter:
 
     def abort(self) -> None:
         """Remove the unfinished segment."""
-        self.embedding = None
-        self.arrays = {}
+        for array in (self.embedding, *self.arrays.values()):
+            array.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
