@@ -333,7 +333,7 @@ def planted(args: argparse.Namespace) -> None:
              str(args.planted_train), "--val-size", "200", "--test-size", "200", "--force"], standalone_mode=False)
     if not (run / "checkpoints" / "best").exists():
         sets = ["--set", "dim=64", "--set", "enhance_ffn_dim=256", "--set", "detr_ffn_dim=256", "--set",
-                "decoder_layers=2", "--set", f"epochs={args.planted_epochs}", "--set", "batch_size=128"]
+                "decoder_layers=2", "--set", f"train.epochs={args.planted_epochs}", "--set", "train.batch_size=128"]
         cli(["train", "--preset", "made", "--data", str(data), "--out", str(run), "--device", "cpu",
              "--no-progress", *sets], standalone_mode=False)  # fmt: skip
     from mgsv.features.store import FeatureStore

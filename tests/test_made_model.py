@@ -225,6 +225,15 @@ def test_standardized_relevance_matches_the_folded_path(matching: str) -> None:
         assert float((rounded - expected).abs().max()) < 1e-3
 
 
+def test_training_output_reaches_the_logit_scale_through_the_graph() -> None:
+    """DDP (find_unused_parameters) finds used parameters by walking the graph from the outputs: the logit scale
+    must come out through an op, not as the bare Parameter (which DDP took for unused, then failed on)."""
+    torch.manual_seed(0)
+    model = build_model("made", **SMALL).train()
+    out = model(*make_batch([5, 9], [12, 30]))
+    assert out.logit_scale.grad_fn is not None and float(out.logit_scale) == float(model.logit_scale)
+
+
 def test_one_chunk_relevance_reads_the_state_in_place(small_model: MaDe) -> None:
     """A single chunk covering every track (one video against a library part) skips reordering, same values."""
     inputs = make_batch([9], [70, 12, 40, 96, 3])

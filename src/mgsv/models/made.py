@@ -920,8 +920,11 @@ class MaDe(nn.Module):
             s1 = self._s1(video.embedding, h1)
             aligned = torch.diagonal(h1).T  # h1(M_i | v_i) [B, d]
         detection, layout, memory, pos = self._detect(video, music, aligned)
+        # Returned through an op, not as the Parameter itself: DistributedDataParallel(find_unused_parameters=True)
+        # walks the graph from the outputs, cannot see a bare leaf, marks it unused and then fails when its
+        # gradient arrives ("marked as ready twice").
         return MaDeOutput(
             video=video, music=music, s0=s0, s1=s1, p_s=self._combine(s0, s1), xpool_music_emb=h1,
             detection=detection, contrastive_logits=self._contrastive_logits(detection.hidden, video),
-            fusion_memory=memory, fusion_layout=layout, fusion_pos_rows=pos, logit_scale=self.logit_scale,
+            fusion_memory=memory, fusion_layout=layout, fusion_pos_rows=pos, logit_scale=self.logit_scale.view(()),
         )
