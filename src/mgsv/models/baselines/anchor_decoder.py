@@ -108,16 +108,18 @@ class AnchorDecoder(nn.Module):
         self.ref_anchor_head = MLP(dim, dim, 1, 2)
 
     def forward(self, target: Tensor, anchors: Tensor, memory: Tensor, memory_pos: Tensor, memory_mask: Tensor,
-                refine: nn.Module, context: Tensor | None = None,
-                reference_after_layer: bool = False) -> tuple[Tensor, Tensor]:
+                refine: nn.Module, context: Tensor | None = None, reference_after_layer: bool = False,
+                detach_first_anchors: bool = False) -> tuple[Tensor, Tensor]:
         """Decode; returns (normalised outputs [layers, B, Q, d], reference anchors [layers, B, Q, 2] in [0, 1]).
 
         anchors [B, Q, 2] in [0, 1] (the first reference). `refine` maps a layer output to an anchor offset (logit
         space). The reference returned for layer i is the anchor layer i started from (DAB-DETR, QD-DETR, EaTR), or
         with `reference_after_layer` the anchor refined by layer i (UVCOM). References keep their gradient, so the
-        refinement head also learns through the predictions that build on them.
+        refinement head also learns through the predictions that build on them. `detach_first_anchors`: the first
+        layer reads the anchors without back-propagating into them (EaTR's event spans); learned anchors (DAB-DETR)
+        are trained through the first layer too.
         """
-        ref = anchors  # the first layer's anchors keep their gradient (learned anchors, EaTR's event spans)
+        ref = anchors.detach() if detach_first_anchors else anchors
         references = [] if reference_after_layer else [anchors]
         outputs = []
         memory_pos = memory_pos.to(memory.dtype)

@@ -103,7 +103,7 @@ class EaTR(DetrGroundingModel):
         anchors = self.event_span_head(slots).sigmoid()
         sentence = video.tokens.masked_fill(~video.mask[..., None], float("-inf")).amax(1, keepdim=True)
         hidden, references = self.decoder(slots, anchors, memory, memory_pos, memory_mask, self.span_head,
-                                          context=sentence)
+                                          context=sentence, detach_first_anchors=True)
         return self._heads(hidden, references)
 
     def omitted_parameters(self) -> dict[str, int]:
