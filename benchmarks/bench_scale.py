@@ -23,7 +23,8 @@ Libraries (durations ~ N(140 s, 70 s) clipped to 30-300 s, as MGSV-EC; licences 
 
 `query`: `Grounder.ground_features` (everything after CLIP: encode_video, candidates, exact p_s, detection on the
 top 5, placement, track lookup) on random 30-frame CLIP features, default K; then the same with filters, and a
-breakdown by stage. `recall`: the true top 10 by exact p_s over every track (one streaming pass for all queries)
+breakdown by stage. `--cold` drops the index's token files from the page cache before each query
+(`posix_fadvise(DONTNEED)` on this index's files only), so every candidate is read from the disk. `recall`: the true top 10 by exact p_s over every track (one streaming pass for all queries)
 against the K candidates; recall@10 = |true top 10 in the candidates| / 10 (the exact stage then ranks them
 exactly). Peak RSS is the process's `ru_maxrss`; RSS splits into anonymous and file-backed pages.
 """
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sqlite3
@@ -48,7 +50,7 @@ from mgsv.features.spec import DEFAULT_SPECS, MUSIC_SPEC, VIDEO_SPEC
 from mgsv.models.checkpoint import load_checkpoint, save_checkpoint
 from mgsv.models.made import MusicEncoding
 from mgsv.models.registry import build_model
-from mgsv.search.candidates import SearchOptions, open_candidates
+from mgsv.search.candidates import SearchOptions
 from mgsv.search.catalog import TrackFilter
 from mgsv.search.grounder import Grounder, checkpoint_specs
 from mgsv.search.library import MusicLibrary, model_fingerprint
@@ -221,6 +223,13 @@ def build(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------------ query
 
 
+def evict(index: object) -> None:
+    """Drop the index's token files from the page cache (this process's files only), as on a cold disk."""
+    for segment in index.segments:
+        for handle in segment.files.values():
+            os.posix_fadvise(handle.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 def query_features(count: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.standard_normal((30, VIDEO_SPEC.dim)).astype(np.float32) for _ in range(count)]
@@ -246,10 +255,13 @@ def query(args: argparse.Namespace) -> None:
             grounder.ground_features(feats, 30.0, library, top=5, filters=condition)
         times = []
         for feats in query_features(args.queries, 1):
+            if args.cold:
+                evict(encoded.index)
             start = time.perf_counter()
             grounder.ground_features(feats, 30.0, library, top=5, filters=condition)
             times.append(time.perf_counter() - start)
-        print(f"ground after CLIP, top 5, {name:38} {percentiles(times)}", flush=True)
+        label = f"{name}{', cold' if args.cold else ''}"
+        print(f"ground after CLIP, top 5, {label:44} {percentiles(times)}", flush=True)
     # Where the time goes, on the same queries.
     stages: dict[str, list[float]] = {"encode_video": [], "candidates": [], "exact p_s": [], "detect top 5": []}
     for feats in query_features(args.queries, 1):
@@ -303,7 +315,7 @@ def recall_at_10(model: torch.nn.Module, encoded: object, video: object, ks: lis
 
 def recall(args: argparse.Namespace) -> None:
     folder = args.workdir / f"library-{args.tracks}"
-    model, info = load_checkpoint(checkpoint_in(args.workdir))
+    model, _ = load_checkpoint(checkpoint_in(args.workdir))
     model.eval()
     library = MusicLibrary(folder)
     encoded = library.encoded(model)
@@ -324,18 +336,25 @@ def recall(args: argparse.Namespace) -> None:
 
 def planted(args: argparse.Namespace) -> None:
     """Recall on the planted-signal data after a short training: test videos against every track."""
-    from mgsv.cli import main as cli
+    from mgsv.cli import main as mgsv
+
+    def cli(argv: list[str]) -> None:
+        try:
+            mgsv(argv)
+        except SystemExit as exc:  # the console entry point always exits
+            if exc.code not in (0, None):
+                raise
 
     data = args.workdir / "planted"
     run = args.workdir / "planted-run"
     if not (data / "features").exists():
         cli(["data", "synthetic", "--out", str(data), "--tracks", str(args.planted_tracks), "--train-videos",
-             str(args.planted_train), "--val-size", "200", "--test-size", "200", "--force"], standalone_mode=False)
+             str(args.planted_train), "--val-size", "200", "--test-size", "200", "--force"])
     if not (run / "checkpoints" / "best").exists():
         sets = ["--set", "dim=64", "--set", "enhance_ffn_dim=256", "--set", "detr_ffn_dim=256", "--set",
                 "decoder_layers=2", "--set", f"train.epochs={args.planted_epochs}", "--set", "train.batch_size=128"]
         cli(["train", "--preset", "made", "--data", str(data), "--out", str(run), "--device", "cpu",
-             "--no-progress", *sets], standalone_mode=False)  # fmt: skip
+             "--no-progress", *sets])  # fmt: skip
     from mgsv.features.store import FeatureStore
 
     model, _ = load_checkpoint(run / "checkpoints" / "best")
@@ -379,6 +398,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=2000)
     parser.add_argument("--index", choices=["exact", "faiss", "lance"], default="exact")
     parser.add_argument("--memory", choices=["disk", "ram"], default="disk")
+    parser.add_argument("--cold", action="store_true", help="query: evict the token files before every query")
     parser.add_argument("--recall-queries", type=int, default=20)
     parser.add_argument("--ks", type=lambda text: [int(x) for x in text.split(",")], default=[500, 2000, 10_000])
     parser.add_argument("--planted-tracks", type=int, default=2000)
