@@ -290,7 +290,7 @@ CHILD = textwrap.dedent(
         # Die the moment the shard files are renamed in but before the manifest names them.
         def die(path, data):
             os.kill(os.getpid(), signal.SIGKILL)
-        store_module._write_json_atomic = die
+        store_module.write_json_atomic = die
     with store.writer("music", flush_every=2) as w:
         k = 0
         while True:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mgsv.data import atomic_text_writer
+from mgsv.atomic_io import atomic_writer
 from mgsv.errors import InputError, OutputExistsError, ProblemsError
 
 
@@ -213,7 +213,7 @@ def write_predictions(path: str | PathLike[str], predictions: Iterable[Predictio
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: already exists (use --force to overwrite)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_text_writer(path) as handle:
+    with atomic_writer(path) as handle:
         for index, prediction in enumerate(predictions):
             obj = prediction.to_json()
             # Validate what we write with the reader's rules, so a written file always reads back.

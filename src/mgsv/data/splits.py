@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgsv.data import atomic_text_writer
+from mgsv.atomic_io import atomic_writer
 from mgsv.data.annotations import read_validated
 from mgsv.errors import InputError, OutputExistsError, ProblemsError
 
@@ -145,7 +145,7 @@ def write_splits(
     # Write all three under temporary names first; rename only once every file is complete.
     with ExitStack() as stack:
         for name, path in targets.items():
-            handle = stack.enter_context(atomic_text_writer(path, newline=""))
+            handle = stack.enter_context(atomic_writer(path, newline=""))
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(data.header)
             writer.writerows(data.rows[i] for i in getattr(split, name))

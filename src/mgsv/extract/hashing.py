@@ -12,10 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
-from typing import Any
 
+from mgsv.atomic_io import write_json_atomic
 from mgsv.errors import InputError
 
 INDEX_FORMAT = "mgsv-content-index"
@@ -30,20 +29,6 @@ def content_hash(path: str | os.PathLike[str]) -> str:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
         raise InputError(path, f"cannot read the file: {exc.strerror or exc}") from exc
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON beside `path` under a temporary name, fsync, then rename over `path`."""
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}.{path.name}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ContentIndex:
@@ -105,4 +90,5 @@ class ContentIndex:
 
     def save(self) -> None:
         """Write the index atomically."""
-        write_json_atomic(self.path, {"format": INDEX_FORMAT, "format_version": INDEX_VERSION, "modalities": self._ids})
+        data = {"format": INDEX_FORMAT, "format_version": INDEX_VERSION, "modalities": self._ids}
+        write_json_atomic(self.path, data, sort_keys=True)

@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from mgsv.atomic_io import TEMP_PREFIX, atomic_writer
 from mgsv.errors import MgsvError
 from mgsv.extract.discover import Discovered
 from mgsv.extract.hashing import ContentIndex, content_hash
@@ -178,23 +177,16 @@ def write_part(folder: Path, items: list[tuple[str, str, str, np.ndarray, np.nda
     folder.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha256("\n".join(sorted(i[0] for i in items)).encode()).hexdigest()[:32]
     target = folder / f"part-{name}.npz"
-    tmp = folder / f".tmp-{uuid.uuid4().hex}.npz"
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                ids=np.array([i[0] for i in items]),
-                paths=np.array([i[1] for i in items]),
-                digests=np.array([i[2] for i in items]),
-                lengths=np.array([len(i[3]) for i in items], dtype=np.int64),
-                tokens=np.concatenate([i[3] for i in items]).astype(np.float16),
-                masks=np.concatenate([i[4] for i in items]),
-            )
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_writer(target, "wb") as handle:
+        np.savez(
+            handle,
+            ids=np.array([i[0] for i in items]),
+            paths=np.array([i[1] for i in items]),
+            digests=np.array([i[2] for i in items]),
+            lengths=np.array([len(i[3]) for i in items], dtype=np.int64),
+            tokens=np.concatenate([i[3] for i in items]).astype(np.float16),
+            masks=np.concatenate([i[4] for i in items]),
+        )
     return target
 
 
@@ -207,7 +199,7 @@ def merge_parts(store: FeatureStore, index: ContentIndex, modality: str) -> list
     if not folder.is_dir():
         return []
     published: list[str] = []
-    for leftover in folder.glob(".tmp-*"):
+    for leftover in folder.glob(f"{TEMP_PREFIX}*"):
         leftover.unlink(missing_ok=True)  # a part whose writer died before its rename
     for part in sorted(folder.glob("part-*.npz")):
         with np.load(part, allow_pickle=False) as data:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from mgsv.atomic_io import atomic_path
 from mgsv.errors import InputError, MgsvError, OutputExistsError
 from mgsv.features.official import ImportResult, Progress, find_layout_root, import_official
 
@@ -180,14 +181,8 @@ def _place_copy(src: Path, dest: Path, force: bool) -> Path:
             raise OutputExistsError(
                 f"{dest}: exists and differs from the downloaded {src.name}; use --force to replace it"
             )
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-    try:
+    with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

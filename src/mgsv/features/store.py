@@ -23,7 +23,6 @@ import json
 import mmap
 import os
 import re
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,13 +33,13 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
+from mgsv.atomic_io import TEMP_PREFIX, fsync_directory, fsync_file, temp_path_for, write_json_atomic
 from mgsv.errors import InputError, MgsvError, OutputExistsError, ProblemsError
 from mgsv.features.spec import FeatureSpec
 
 FORMAT = "mgsv-feature-store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-TMP_PREFIX = ".tmp-"
 DEFAULT_FLUSH_EVERY = 1024
 _TORCH_GRAIN = 32768  # torch runs an element-wise op on several threads only above this many elements
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -67,38 +66,8 @@ class StoreBusyError(MgsvError):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Atomic file helpers
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (a no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _tmp_path(folder: Path, suffix: str) -> Path:
-    return folder / f"{TMP_PREFIX}{uuid.uuid4().hex}.{suffix}"
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, fsync it, then rename it over `path`."""
-    tmp = _tmp_path(path.parent, path.name)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, separators=(",", ": "))
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+# Shard files: written and fsynced under temporary names, renamed in only when the manifest lock gives them a
+# shard number (a multi-file commit, so not `atomic_writer`; see mgsv.atomic_io for the single-file helpers)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -495,7 +464,7 @@ class FeatureStore:
             "format_version": FORMAT_VERSION,
             "modalities": {name: {"spec": spec.to_dict(), "shards": []} for name, spec in sorted(specs.items())},
         }
-        _write_json_atomic(root / MANIFEST, manifest)
+        write_json_atomic(root / MANIFEST, manifest)
         return cls(root)
 
     @staticmethod
@@ -605,7 +574,7 @@ class FeatureStore:
     def _publish_shard(self, modality: str, tokens: np.ndarray, mask: np.ndarray, index: dict[str, list]) -> None:
         """Write a shard under temporary names, then rename it in and list it in the manifest (atomically)."""
         folder = self.root / modality
-        tmp = {kind: _tmp_path(folder, kind) for kind in _SHARD_FILES}
+        tmp = {kind: temp_path_for(folder / kind) for kind in _SHARD_FILES}
         try:
             _save_npy(tmp["tokens.npy"], tokens)
             _save_npy(tmp["mask.npy"], mask)
@@ -618,9 +587,9 @@ class FeatureStore:
                 )
                 for kind, path in tmp.items():
                     os.replace(path, shard.path(folder, kind))
-                _fsync_dir(folder)
+                fsync_directory(folder)
                 manifest[modality]["shards"].append(shard)
-                _write_json_atomic(self.manifest_path, self._manifest_dict(manifest))
+                write_json_atomic(self.manifest_path, self._manifest_dict(manifest))
                 self._manifest = manifest
         finally:
             for path in tmp.values():
@@ -643,7 +612,7 @@ class FeatureStore:
                 return
             folder = self.root / modality
             rows = sum(s.rows for s in shards)
-            tmp = {kind: _tmp_path(folder, kind) for kind in _SHARD_FILES}
+            tmp = {kind: temp_path_for(folder / kind) for kind in _SHARD_FILES}
             try:
                 # Stream shard by shard into the new files so that a large modality never sits in RAM.
                 tokens = np.lib.format.open_memmap(tmp["tokens.npy"], "w+", np.float16, (rows, table.spec.dim))
@@ -656,8 +625,7 @@ class FeatureStore:
                 mask.flush()
                 del tokens, mask
                 for kind in ("tokens.npy", "mask.npy"):
-                    with open(tmp[kind], "rb+") as f:
-                        os.fsync(f.fileno())
+                    fsync_file(tmp[kind])
                 offsets = (table._offset + base[table._shard_of]).tolist()
                 _save_json(tmp["index.json"], {"ids": table.ids, "offsets": offsets, "lengths": table._length.tolist()})
                 sizes = {kind: path.stat().st_size for kind, path in tmp.items()}
@@ -666,9 +634,9 @@ class FeatureStore:
                     shard = _Shard(self._next_shard_name(folder, manifest[modality]["shards"]), len(table), rows, sizes)
                     for kind, path in tmp.items():
                         os.replace(path, shard.path(folder, kind))
-                    _fsync_dir(folder)
+                    fsync_directory(folder)
                     manifest[modality]["shards"] = [shard]
-                    _write_json_atomic(self.manifest_path, self._manifest_dict(manifest))
+                    write_json_atomic(self.manifest_path, self._manifest_dict(manifest))
                     self._manifest = manifest
             finally:
                 for path in tmp.values():
@@ -694,7 +662,7 @@ class FeatureStore:
             finally:
                 lock.release()
         with self._manifest_lock():
-            for path in self.root.glob(f"{TMP_PREFIX}*"):
+            for path in self.root.glob(f"{TEMP_PREFIX}*"):
                 path.unlink(missing_ok=True)
                 removed.append(path)
         return removed
@@ -710,7 +678,7 @@ class FeatureStore:
             listed = {s.name for s in self._read_manifest()[modality]["shards"]}
             for path in folder.iterdir():
                 m = _SHARD_RE.match(path.name)
-                if path.name.startswith(TMP_PREFIX) or (m and f"shard-{m.group(1)}" not in listed):
+                if path.name.startswith(TEMP_PREFIX) or (m and f"shard-{m.group(1)}" not in listed):
                     path.unlink(missing_ok=True)
                     removed.append(path)
         return removed

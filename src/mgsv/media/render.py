@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mgsv.atomic_io import atomic_path
 from mgsv.errors import InputError, OutputExistsError
 from mgsv.media.decode import decode_stream, is_silent, read_audio_channels
 from mgsv.media.probe import check_readable_file, open_media, probe, video_stream
@@ -269,23 +270,19 @@ def _write_atomically(video: Path, mix: np.ndarray, out: Path) -> bool:
     """Write the output under a temporary name, fsync, rename; True if the video stream was copied."""
     import av
 
-    temporary = out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
     try:
-        try:
-            copied = _write(video, mix, temporary, copy_video=True)
-        except av.error.FFmpegError as exc:
-            # e.g. a codec tag the container rejects: re-encoding always produces something the container takes
-            log.info("%s: cannot copy the video stream into %s (%s); re-encoding it", video, out.suffix, exc)
-            copied = _write(video, mix, temporary, copy_video=False)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, out)
+        # The temporary name ends in out's own name, so ffmpeg picks the container from the same suffix.
+        with atomic_path(out) as temporary:
+            try:
+                copied = _write(video, mix, temporary, copy_video=True)
+            except av.error.FFmpegError as exc:
+                # e.g. a codec tag the container rejects: re-encoding always produces something the container takes
+                log.info("%s: cannot copy the video stream into %s (%s); re-encoding it", video, out.suffix, exc)
+                copied = _write(video, mix, temporary, copy_video=False)
     except av.error.FFmpegError as exc:
         raise InputError(video, f"cannot render ({getattr(exc, 'strerror', None) or exc})") from exc
     except OSError as exc:  # disk full, folder not writable
         raise InputError(out, f"cannot write the output ({exc.strerror or exc})") from exc
-    finally:
-        temporary.unlink(missing_ok=True)
     return copied
 
 

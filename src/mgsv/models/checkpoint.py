@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mgsv import __version__
+from mgsv.atomic_io import fsync_directory, fsync_file
 from mgsv.errors import InputError, OutputExistsError
 from mgsv.models.registry import ConfigError, UnknownPresetError, config_from_dict, get_preset
 
@@ -54,14 +55,6 @@ def _spec_dict(spec: Any) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise TypeError(f"feature spec must be a mapping or have to_dict(), got {type(spec).__name__}")
     return dict(data)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(
@@ -94,6 +87,7 @@ def save_checkpoint(
     state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
 
     folder.parent.mkdir(parents=True, exist_ok=True)
+    # A folder swapped in whole (two files, and an old checkpoint retired first), so not mgsv.atomic_io's writer.
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "preset": preset})
@@ -101,9 +95,8 @@ def save_checkpoint(
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        with open(staging / WEIGHTS_FILE, "rb") as handle:
-            os.fsync(handle.fileno())
-        _fsync_dir(staging)
+        fsync_file(staging / WEIGHTS_FILE)
+        fsync_directory(staging)
         if folder.exists():
             # Move the old checkpoint aside first: a directory cannot be renamed over a non-empty one.
             retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
@@ -112,7 +105,7 @@ def save_checkpoint(
             shutil.rmtree(retired, ignore_errors=True)
         else:
             os.replace(staging, folder)
-        _fsync_dir(folder.parent)
+        fsync_directory(folder.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -26,11 +26,11 @@ import importlib
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from mgsv.atomic_io import atomic_path
 from mgsv.errors import InputError, MgsvError
 from mgsv.search.track_index import MEMORY_CHOICES, TrackIndex, require_memory
 
@@ -142,7 +142,8 @@ class FaissCandidates:
             self.index = faiss.read_index(str(path))
         else:
             self.index = self._build(faiss, index)
-            _write_atomic(path, lambda tmp: faiss.write_index(self.index, str(tmp)))
+            with atomic_path(path) as tmp:
+                faiss.write_index(self.index, str(tmp))
             for old in index.root.glob("faiss-*.index"):
                 if old != path:
                     old.unlink(missing_ok=True)
@@ -231,13 +232,3 @@ def open_candidates(index: TrackIndex, kind: str = "exact", factory: str | None 
     if kind == "lance":
         return LanceCandidates(index)
     raise InputError("--index", f"must be one of {', '.join(INDEX_CHOICES)}, got {kind!r}")
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write a file through `write(temporary path)` and rename it into place."""
-    tmp = path.parent / f".tmp-{path.name}"
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)

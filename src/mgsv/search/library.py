@@ -46,9 +46,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mgsv.atomic_io import write_json_atomic
 from mgsv.errors import InputError, MgsvError, OutputExistsError
 from mgsv.extract.discover import find_media
-from mgsv.extract.hashing import content_hash, write_json_atomic
+from mgsv.extract.hashing import content_hash
 from mgsv.extract.media import DecodedTrack, decode_track, encode_track, prefetched
 from mgsv.extract.problems import Problem, problem_for
 from mgsv.features.spec import MUSIC_HORIZON_S, FeatureSpec
@@ -239,7 +240,7 @@ class MusicLibrary:
                 connection.commit()
             finally:
                 connection.close()
-            write_json_atomic(staging / META_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION})
+            write_json_atomic(staging / META_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION}, sort_keys=True)
             if root.exists():
                 root.rmdir()  # empty (checked above); a folder cannot be renamed over another
             os.replace(staging, root)

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from filelock import FileLock
 
+from mgsv.atomic_io import TEMP_PREFIX, fsync_directory, fsync_file, write_json_atomic
 from mgsv.errors import InputError, MgsvError
 
 if TYPE_CHECKING:
@@ -103,36 +104,6 @@ def gigabytes(count: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ files
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.parent / f".tmp-{uuid.uuid4().hex}.{path.name}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 class RowFile:
@@ -197,7 +168,7 @@ class ArrayWriter:
             np.lib.format.write_array_header_1_0(handle, header)
             self.offset = handle.tell()
             handle.truncate(self.offset + int(shape[0]) * self.row_bytes)
-        self.fd = os.open(path, os.O_WRONLY)
+        self.fd = os.open(path, os.O_WRONLY)  # positioned writes into a preallocated file: fsynced in close()
 
     def write(self, rows: np.ndarray, values: np.ndarray) -> None:
         """values[i] into row rows[i]; runs of consecutive rows are one write each."""
@@ -253,7 +224,7 @@ class SegmentWriter:
     def __init__(
         self, parent: Path, hashes: Sequence[str], windows: np.ndarray, dim: int, max_tokens: int, detection: bool
     ) -> None:
-        self.folder = parent / f".tmp-seg-{uuid.uuid4().hex}"
+        self.folder = parent / f"{TEMP_PREFIX}seg-{uuid.uuid4().hex}"  # a folder renamed whole in publish()
         self.folder.mkdir(parents=True)
         self.count = len(hashes)
         self.lengths = bucket_length(windows, max_tokens).astype(np.int32)
@@ -291,10 +262,11 @@ class SegmentWriter:
         for array in (self.embedding, *self.arrays.values()):
             array.close()
         for path in ("hashes.npy", "place.npy"):
-            _fsync_file(self.folder / path)
+            fsync_file(self.folder / path)
+        fsync_directory(self.folder)  # the folder's entries, before the folder is renamed into place
         target = parent / name
         os.replace(self.folder, target)
-        _fsync_dir(parent)
+        fsync_directory(parent)
         return SegmentInfo(name, self.count, dict(sorted(self.buckets.items())))
 
     def abort(self) -> None:
@@ -615,7 +587,7 @@ def update_track_index(
             changed = True
         if changed:
             manifest["generation"] += 1
-            _write_json_atomic(root / MANIFEST, _manifest_json(manifest))
+            write_json_atomic(root / MANIFEST, _manifest_json(manifest))
             _remove_leftovers(root, manifest["segments"])
 
 
@@ -630,10 +602,11 @@ def _next_name(root: Path, manifest: dict[str, Any]) -> str:
 
 
 def _remove_leftovers(root: Path, segments: Sequence[SegmentInfo]) -> None:
-    """Delete unfinished segments (.tmp-*) and segments the manifest no longer names (called under the lock)."""
+    """Delete unfinished segments and files (.tmp-*) and segments the manifest does not name (under the lock)."""
     named = {info.name for info in segments}
     for path in root.iterdir():
-        if path.name.startswith(".tmp-") or (path.is_dir() and path.name.startswith("seg-") and path.name not in named):
+        unnamed = path.is_dir() and path.name.startswith("seg-") and path.name not in named
+        if path.name.startswith(TEMP_PREFIX) or unnamed:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
