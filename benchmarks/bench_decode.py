@@ -26,7 +26,7 @@ from mgsv.media.render import render_with_music
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the test media factory writes the videos
-from media_factory import write_test_video  # noqa: E402
+from media_factory import write_test_video
 
 MUSIC = REPO / ".media/usr/share/games/wesnoth/1.16/data/core/music/knalgan_theme.ogg"  # 557 s Vorbis
 REFUSED_BY_FFMPEG = REPO / ".media/usr/share/hyperrogue/music/hr-savino-ocean.ogg"

@@ -57,7 +57,7 @@ def main() -> None:
             stages: dict[str, float] = {}
             last = [time.perf_counter()]
 
-            def progress(stage: str, done: int, total: int) -> None:
+            def progress(stage: str, done: int, total: int, stages: dict = stages, last: list = last) -> None:
                 now = time.perf_counter()
                 stages[stage] = stages.get(stage, 0.0) + now - last[0]
                 last[0] = now

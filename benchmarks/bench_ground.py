@@ -49,7 +49,7 @@ def build_library(folder: Path, tracks: int, seed: int) -> MusicLibrary:
 
 def percentiles(values: list[float]) -> str:
     ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return (
         f"p50 {statistics.median(ordered) * 1000:7.1f} ms   p95 {p95 * 1000:7.1f} ms   "
         f"min {ordered[0] * 1000:7.1f} ms   (n={len(ordered)})"

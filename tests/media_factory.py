@@ -70,7 +70,7 @@ def tone(
     seconds: float, freq: float = 440.0, sample_rate: int = 48000, channels: int = 2, amplitude: float = 0.3
 ) -> np.ndarray:
     """A sine tone as float32 [channels, samples]."""
-    n = int(round(seconds * sample_rate))
+    n = round(seconds * sample_rate)
     wave = amplitude * np.sin(2 * np.pi * freq * np.arange(n) / sample_rate)
     return np.repeat(wave[None, :], channels, axis=0).astype(np.float32)
 
@@ -101,7 +101,7 @@ def write_test_video(
     audio_codec = audio_codec or default_audio
     width, height = size
     rate = Fraction(fps).limit_denominator(1001)
-    n_frames = int(round(seconds * float(rate)))
+    n_frames = round(seconds * float(rate))
     rng = np.random.default_rng(seed)
     with av.open(str(path), "w") as container:
         vstream = container.add_stream(codec, rate=rate)

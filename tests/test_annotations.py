@@ -172,7 +172,7 @@ def test_malformed_csv_names_its_line(tmp_path: Path) -> None:
 
 
 def test_header_after_blank_lines_is_reported_at_its_line(tmp_path: Path) -> None:
-    header, rows = _rows(2)
+    header, _ = _rows(2)
     path = tmp_path / "late.csv"
     path.write_text("\n\n" + ",".join(h for h in header if h != "video_id") + "\n", encoding="utf-8")
     assert _problems(path) == ["line 3: missing column(s): video_id"]

@@ -147,11 +147,10 @@ def test_appends_across_sessions_and_shards_match_load_into_memory(store: Featur
 
 def test_exception_in_writer_publishes_nothing_partial(store: FeatureStore) -> None:
     tokens, mask = item(0, 4, 16)
-    with pytest.raises(RuntimeError, match="boom"):
-        with store.writer("video", flush_every=3) as w:
-            for k in range(5):
-                w.add(f"v{k}", tokens, mask)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), store.writer("video", flush_every=3) as w:
+        for k in range(5):
+            w.add(f"v{k}", tokens, mask)
+        raise RuntimeError("boom")
     table = store.modality("video")
     assert table.ids == ["v0", "v1", "v2"]  # the flushed shard stays; the two buffered items are dropped
     assert store.verify() == {"music": 0, "video": 3}
@@ -216,9 +215,8 @@ def test_bad_ids_are_refused(store: FeatureStore, bad_id: object) -> None:
 
 def test_one_writer_per_modality(store: FeatureStore) -> None:
     with store.writer("video"):
-        with pytest.raises(StoreBusyError, match="another process is writing 'video'"):
-            with store.writer("video"):
-                pass
+        with pytest.raises(StoreBusyError, match="another process is writing 'video'"), store.writer("video"):
+            pass
         with store.writer("music"):  # another modality is fine
             pass
 

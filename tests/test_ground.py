@@ -140,7 +140,7 @@ def test_a_video_longer_than_the_tracks(tmp_path: Path, capsys: pytest.CaptureFi
     long_video = write_test_video(tmp_path / "long.mp4", seconds=12, fps=2, audio=False)
     args = ["ground", str(long_video), "--library", str(library.root), "--checkpoint", str(setup.checkpoint),
             "--clip", str(setup.clip_dir), "--dtype", "fp32", "--json"]  # fmt: skip
-    code, out, err = run_cli([*args, "--fit-duration"], capsys)
+    code, out, _err = run_cli([*args, "--fit-duration"], capsys)
     assert code == 1
     failure = json.loads(out)["failures"][0]
     assert failure["path"] == str(long_video)

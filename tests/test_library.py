@@ -277,10 +277,8 @@ def test_libraries_from_a_newer_version_or_broken_are_refused(
 
 def test_one_writer_at_a_time(shared: SharedLibrary, tmp_path: Path) -> None:
     library = MusicLibrary(copy_library(shared.library, tmp_path / "lib"))
-    with library.writer():
-        with pytest.raises(StoreBusyError, match="another process is writing"):
-            with library.writer():
-                pass
+    with library.writer(), pytest.raises(StoreBusyError, match="another process is writing"), library.writer():
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------- crash safety

@@ -105,7 +105,7 @@ def test_keep_audio_mixes_the_original_under_the_music(tmp_path: Path, track: Pa
     assert result.keep_audio == 0.3
     rendered = read_audio(result.path)
     music = read_audio(track, offset=10.0, max_seconds=6.0)
-    gain, correlation, residual = fitted_residual(rendered, music, slice(16000, 5 * 16000))
+    _gain, correlation, residual = fitted_residual(rendered, music, slice(16000, 5 * 16000))
     assert correlation > 0.9
     assert tone_share(residual, TONE_HZ) > 0.8  # what is not music is the original tone
     kept_tone = 0.3 * tone(1.0, TONE_HZ, 16000, channels=1)[0]  # the query's own tone at the kept gain

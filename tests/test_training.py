@@ -14,7 +14,7 @@ from mgsv.errors import MgsvError, OutputExistsError
 from mgsv.models.checkpoint import load_checkpoint
 from mgsv.models.registry import get_preset
 from mgsv.training.schedule import warmup_cosine, warmup_cosine_factor
-from mgsv.training.trainer import TrainSettings, Trainer, parse_train_overrides
+from mgsv.training.trainer import Trainer, TrainSettings, parse_train_overrides
 
 TINY_MODEL = {"dim": 32, "detr_ffn_dim": 64, "enhance_ffn_dim": 64, "decoder_layers": 2}
 TINY_RECIPE = {"epochs": 3, "batch_size": 16, "min_epochs": 1, "patience": 5, "eval_batch_size": 64}
@@ -27,8 +27,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(data: Path, out: Path, **changes: object) -> TrainSettings:
-    base = dict(preset="made", data_dir=data, out_dir=out, model_overrides=dict(TINY_MODEL),
-                recipe_overrides=dict(TINY_RECIPE), progress=False)
+    base = {"preset": "made", "data_dir": data, "out_dir": out, "model_overrides": dict(TINY_MODEL),
+                "recipe_overrides": dict(TINY_RECIPE), "progress": False}
     base.update(changes)
     return TrainSettings(**base)
 
@@ -56,7 +56,7 @@ def test_a_run_writes_checkpoints_logs_and_curves(data: Path, tmp_path: Path) ->
     state = trainer.fit()
     assert state.epoch == 3 and state.step == 3 * (48 // 16)
     for name in ("last", "best_r1", "best_miou", "best_mor1_iou05", "best_mor1_iou07"):
-        model, info = load_checkpoint(out / "checkpoints" / name)
+        _model, info = load_checkpoint(out / "checkpoints" / name)
         assert info.preset == "made" and info.config.dim == 32
         assert info.feature_specs["video"]["encoder"] == "mgsv/synthetic-planted"
     log_lines = (out / "log.csv").read_text().splitlines()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -38,7 +37,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool | None = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -49,7 +48,7 @@ def _root(
 
 
 # Command modules: each adds its commands to `app` on import.
-from mgsv.cli import commands as _commands  # noqa: E402,F401
+from mgsv.cli import commands as _commands  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

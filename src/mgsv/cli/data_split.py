@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -28,7 +28,7 @@ def split(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing split files in --out.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     more_annotations: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Argument(
             metavar="[MORE_CSV]...",
             help="More annotation CSVs, so that --annotations A.csv B.csv pools both.",
@@ -50,7 +50,7 @@ def split(
     summary = {
         name: {
             "path": str(paths[name]),
-            "videos": int(len(indices)),
+            "videos": len(indices),
             "tracks": len({data.music_ids[i] for i in indices}),
         }
         for name, indices in (("train", rows.train), ("val", rows.val), ("test", rows.test))

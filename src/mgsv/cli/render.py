@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,7 +23,7 @@ def render(
     start: Annotated[float, typer.Option("--start", "-s", help="Start of the music moment in the track (seconds).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4, .m4v, .mov or .mkv).")],
     end: Annotated[
-        Optional[float],
+        float | None,
         typer.Option("--end", "-e", help="End of the moment (seconds); default: start + video duration."),
     ] = None,
     keep_audio: Annotated[

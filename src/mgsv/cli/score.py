@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -83,17 +83,17 @@ def print_tables(console: Console, scores_dict: dict, header: str) -> None:
 @app.command()
 def score(
     predictions: Annotated[
-        Optional[Path], typer.Option("--predictions", "-p", help="Predictions JSONL (format: docs/architecture.md).")
+        Path | None, typer.Option("--predictions", "-p", help="Predictions JSONL (format: docs/architecture.md).")
     ] = None,
     baseline: Annotated[
-        Optional[BaselineChoice],
+        BaselineChoice | None,
         typer.Option("--baseline", help="Score a baseline computed from the annotations alone instead."),
     ] = None,
     annotations: Annotated[
-        Optional[Path], typer.Option("--annotations", "-a", help="Annotation CSV (MGSV-EC schema).")
+        Path | None, typer.Option("--annotations", "-a", help="Annotation CSV (MGSV-EC schema).")
     ] = None,
     split: Annotated[
-        Optional[SplitChoice],
+        SplitChoice | None,
         typer.Option("--split", help="Bundled MGSV-EC split to score against (default: test)."),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,

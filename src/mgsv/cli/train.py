@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -20,7 +19,7 @@ def train(
     preset: str = typer.Option(..., "--preset", "-p", help="Model preset (see `mgsv models`)."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder: {train,val,test}_data.csv + features/."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to create (or continue with --resume)."),
-    overrides: List[str] = typer.Option(
+    overrides: list[str] = typer.Option(
         [], "--set", help="Override a setting: model.KEY=VALUE (or KEY=VALUE) for the model config, "
                           "train.KEY=VALUE for the training recipe (e.g. train.epochs=5). Repeatable."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (faster on CPUs with AMX and on GPUs)."),
@@ -33,7 +32,7 @@ def train(
 ) -> None:
     """Train a preset on a dataset folder with the official recipe (resumable; torchrun for several GPUs)."""
     from mgsv.models.registry import get_preset
-    from mgsv.training.trainer import TrainSettings, Trainer, parse_train_overrides
+    from mgsv.training.trainer import Trainer, TrainSettings, parse_train_overrides
 
     model_overrides, recipe_overrides = parse_train_overrides(get_preset(preset), overrides)
     settings = TrainSettings(
@@ -58,25 +57,25 @@ def train(
 
 @app.command("eval")
 def evaluate_command(
-    run_or_checkpoint: Optional[Path] = typer.Argument(
+    run_or_checkpoint: Path | None = typer.Argument(
         None, help="A run folder (uses its selected checkpoint) or a checkpoint. Omit with --ranker/--grounder."),
-    ranker: Optional[Path] = typer.Option(
+    ranker: Path | None = typer.Option(
         None, "--ranker", help="Composite system: the run (or checkpoint) that ranks the tracks, e.g. an mvpt+ run."),
-    grounder: Optional[Path] = typer.Option(
+    grounder: Path | None = typer.Option(
         None, "--grounder", help="Composite system: the run (or checkpoint) that detects the moment on each "
                                  "top-k track, e.g. a uvcom+ run."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder (default: the run's)."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Dataset folder (default: the run's)."),
     split: str = typer.Option("test", help="train, val or test."),
-    checkpoint: Optional[str] = typer.Option(
+    checkpoint: str | None = typer.Option(
         None, help="Which checkpoint of a run (default: best_mor1_iou07; best_miou or best_r1 for runs of "
                    "grounding-only or retrieval-only models)."),
-    top_k: Optional[int] = typer.Option(
+    top_k: int | None = typer.Option(
         None, help="MsG: detect a moment on each query's top-k tracks (0: GT pair only). Default: 100 for models "
                    "that rank and detect, 0 for grounding-only (SmG) or retrieval-only (V2MR) models."),
     precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(256, help="Videos/tracks per encoding forward."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: next to the checkpoint)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: next to the checkpoint)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:

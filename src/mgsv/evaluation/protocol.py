@@ -20,8 +20,9 @@ Encodings are opaque to the protocol: it only needs `len`, `select(index)` and a
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch

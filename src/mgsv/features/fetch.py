@@ -165,7 +165,7 @@ def _describe(exc: Exception, what: str) -> str:
         return f"{what}: dataset repository not found (or private: log in with `hf auth login`)"
     if isinstance(exc, errors.RevisionNotFoundError):
         return f"{what}: no such revision"
-    if isinstance(exc, errors.LocalEntryNotFoundError) or isinstance(exc, ConnectionError):
+    if isinstance(exc, (errors.LocalEntryNotFoundError, ConnectionError)):
         return f"{what}: not in the local cache and the Hub cannot be reached ({kind}); {OFFLINE_HINT}"
     if isinstance(exc, errors.EntryNotFoundError):
         return f"{what}: file not found in the dataset"

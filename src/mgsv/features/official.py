@@ -144,7 +144,7 @@ def _load_item(feature_path: Path, mask_path: Path, spec: FeatureSpec) -> tuple[
             return f"{path}: {size:,d} bytes, far more than a {shape} tensor needs"
         try:
             value = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a corrupt/truncated pickle can raise almost anything; name the file
+        except Exception as exc:  # noqa: BLE001 -- a corrupt/truncated pickle can raise almost anything; name the file
             return f"{path}: cannot load ({type(exc).__name__}: {exc})"
         if not isinstance(value, torch.Tensor):
             return f"{path}: holds a {type(value).__name__}, expected a tensor"

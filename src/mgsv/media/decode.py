@@ -451,7 +451,7 @@ def _pyav_blocks(
                 if frame.pts is not None:
                     time = Fraction(frame.pts) * stream.time_base
                     first_time = time if first_time is None else first_time
-                    hole = int(round((time - first_time) * window.rate)) - window.position
+                    hole = round((time - first_time) * window.rate) - window.position
                     if hole > window.rate // 20:
                         yield from window.take(np.zeros((block.shape[0], hole), dtype=np.float32))
                 yield from window.take(block)
@@ -479,8 +479,8 @@ class _SampleWindow:
 
     def start(self, rate: int, offset: float, max_seconds: float | None) -> None:
         self.rate = rate
-        self.skip = int(round(offset * rate))
-        self.wanted = None if max_seconds is None else int(round(max_seconds * rate))
+        self.skip = round(offset * rate)
+        self.wanted = None if max_seconds is None else round(max_seconds * rate)
 
     @property
     def done(self) -> bool:
@@ -511,10 +511,10 @@ def _soundfile_blocks(
         raise InputError(path, f"{first_error.problem}; libsndfile cannot read it either ({exc})") from exc
     with handle:
         rate = handle.samplerate
-        first = int(round(offset * rate))
+        first = round(offset * rate)
         if handle.frames and first >= handle.frames:
             raise InputError(path, f"offset {offset:g} s is past the end of the audio ({handle.frames / rate:.2f} s)")
-        remaining = None if max_seconds is None else int(round(max_seconds * rate))
+        remaining = None if max_seconds is None else round(max_seconds * rate)
         try:
             if first:
                 handle.seek(first)

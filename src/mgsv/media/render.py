@@ -91,7 +91,7 @@ def render_with_music(
 
     video_duration, has_audio = _video_timeline(video)
     music, moment_end = _music_moment(track, start, end, video_duration)
-    samples = int(round(video_duration * OUTPUT_RATE))
+    samples = round(video_duration * OUTPUT_RATE)
     music = music[:, :samples]
     padded_seconds = (samples - music.shape[1]) / OUTPUT_RATE
 
@@ -253,7 +253,7 @@ def _gain_db(music: np.ndarray, measured: float, target: float) -> float:
 
 def _apply_fades(music: np.ndarray, fade: float) -> np.ndarray:
     """Raised-cosine fade-in and fade-out of `fade` seconds (at most half the music each)."""
-    n = min(int(round(fade * OUTPUT_RATE)), music.shape[1] // 2)
+    n = min(round(fade * OUTPUT_RATE), music.shape[1] // 2)
     if n == 0:
         return music
     ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)

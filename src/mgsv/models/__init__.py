@@ -1,5 +1,6 @@
 """Grounding models: MaDe (`made.py`), shared blocks (`layers.py`), presets (`registry.py`), checkpoints."""
 
+from mgsv.models import baselines  # noqa: F401  (registers the baseline presets)
 from mgsv.models.made import (
     Detection,
     MaDe,
@@ -19,7 +20,6 @@ from mgsv.models.registry import (
     param_groups,
     parameter_counts,
 )
-from mgsv.models import baselines  # noqa: E402, F401, I001  (registers the baseline presets)
 
 __all__ = [
     "Detection", "MaDe", "MaDeConfig", "MaDeOutput", "MusicEncoding", "Preset", "Relevance", "TrainingRecipe",

@@ -22,9 +22,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -156,7 +157,7 @@ def subsample(dataset: PairDataset, fraction: float, seed: int) -> PairDataset:
         raise MgsvError(f"train fraction must be in (0, 1], got {fraction}")
     if fraction == 1:
         return dataset
-    keep = max(1, int(round(fraction * len(dataset))))
+    keep = max(1, round(fraction * len(dataset)))
     rows = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:keep])
     store_like = _StoreView(dataset)
     return PairDataset(dataset.annotations.iloc[rows], store_like, where="train subset")
