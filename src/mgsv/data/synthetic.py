@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mgsv.atomic_io import atomic_writer
 from mgsv.data.annotations import COLUMNS
 from mgsv.errors import MgsvError, OutputExistsError
 from mgsv.features.spec import FeatureSpec
@@ -285,10 +286,5 @@ def _remove_outputs(out: Path, csv_names: list[str]) -> None:
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as handle:
+    with atomic_writer(path, newline="") as handle:
         frame.to_csv(handle, index=False)
-    os.replace(tmp, path)
