@@ -42,6 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         started = time.perf_counter()
         config = SyntheticConfig(num_tracks=args.queries, num_train_videos=1, val_size=1, test_size=args.queries)
