@@ -170,7 +170,7 @@ def _run(out: Path, epochs: int, say: Callable[[str], None]) -> DemoResult:
     with stages.stage("videos"):
         say(f"[2/5] query videos: music-visualiser clips cut from {len(tracks)} tracks (tiny random CLIP)")
         data = out / "data"
-        queries, query_frames = build_dataset(data, tracks, clip, library)
+        queries, test_frames = build_dataset(data, tracks, clip, library)
 
     with stages.stage("training"):
         train_videos = int((queries.split == "train").sum())
@@ -183,8 +183,11 @@ def _run(out: Path, epochs: int, say: Callable[[str], None]) -> DemoResult:
         from mgsv.demo.visuals import write_video
         from mgsv.search.grounder import Grounder, render_moment
 
-        query = queries[queries.split == "test"].iloc[0]
-        video = write_video(out / "query-video.mp4", query_frames)
+        # The first test video cut from inside a track: one from its first second would make a moment at 0 s look
+        # like a default answer.
+        tests = queries[queries.split == "test"]
+        query = tests[tests.music_start > 0].iloc[0] if (tests.music_start > 0).any() else tests.iloc[0]
+        video = write_video(out / "query-video.mp4", test_frames[query.video_id])
         grounder = Grounder.from_checkpoint(checkpoint, clip=clip)
         moments = grounder.ground(video, library, top=5, fit_duration=True)
 
@@ -223,10 +226,10 @@ def _draw_queries(tracks: list, per_track: int, rng: np.random.Generator) -> pd.
 
 
 def build_dataset(folder: Path, tracks: list, clip, library, per_track: int = TRAIN_PER_TRACK, looks: int = LOOKS,
-                  seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+                  seed: int = 0) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """A dataset folder (CSVs + features) of visualiser queries over the library's tracks.
 
-    Returns the queries and the pictures of the first test query (the video the demo grounds).
+    Returns the queries and the pictures of each test video (by video id; the demo grounds one of them).
     Training videos: every second of every track is drawn and CLIP-encoded `looks` times, each time with new noise,
     and a video takes a random look of each second of its moment, so thousands of videos cost a few thousand
     encodings. Val and test videos are drawn afresh, with noise of their own, like the video the demo grounds: on
@@ -255,7 +258,7 @@ def build_dataset(folder: Path, tracks: list, clip, library, per_track: int = TR
         for track in tracks:
             tokens, mask = table.get(track.content_hash)
             writer.add(track.id, np.asarray(tokens, dtype=np.float32), np.asarray(mask, dtype=bool))
-    shown = None
+    test_frames = {}
     with store.writer("video") as writer:
         for row in queries.itertuples():
             seconds = np.arange(row.music_start, row.music_end).astype(int)
@@ -265,13 +268,13 @@ def build_dataset(folder: Path, tracks: list, clip, library, per_track: int = TR
             else:
                 frames = draw(row.music_id, seconds)
                 feats = encode(frames, f"demo video {row.video_id}")
-                if shown is None and row.split == "test":
-                    shown = frames
+                if row.split == "test":
+                    test_frames[row.video_id] = frames
             writer.add(row.video_id, feats, np.ones(len(seconds), dtype=bool))
     for split in ("train", "val", "test"):
         rows = queries[queries.split == split].loc[:, list(COLUMNS)]
         rows.to_csv(folder / f"{split}_data.csv", index=False)
-    return queries, shown
+    return queries, test_frames
 
 
 def train_demo_model(data: Path, run: Path, epochs: int) -> Path:
