@@ -99,6 +99,26 @@ def test_existing_run_folder_is_never_overwritten(data: Path, tmp_path: Path) ->
         Trainer(settings(data, tmp_path / "new", resume=True))
 
 
+def test_plot_every_draws_curves_every_nth_epoch_and_at_the_end(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mgsv.training.trainer as trainer_module
+
+    drawn: list[int] = []
+    monkeypatch.setattr(trainer_module, "plot_curves", lambda history, path: drawn.append(history[-1]["epoch"]))
+    Trainer(settings(data, tmp_path / "every2", plot_every=2)).fit()
+    assert drawn == [2, 3]  # epoch 2, then the run's last epoch
+    drawn.clear()
+    trainer = Trainer(settings(data, tmp_path / "end", plot_every=0))
+    trainer.fit(epochs=1)
+    assert drawn == [1]  # only where fit() stopped
+    drawn.clear()
+    Trainer(settings(data, tmp_path / "each")).fit()
+    assert drawn == [1, 2, 3]  # the default: every epoch
+    with pytest.raises(MgsvError, match="plot_every must be an integer >= 0"):
+        Trainer(settings(data, tmp_path / "bad", plot_every=-1))
+
+
 def test_resume_refuses_another_config(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     Trainer(settings(data, out, recipe_overrides={**TINY_RECIPE, "epochs": 1})).fit()

@@ -1,4 +1,4 @@
-"""`mgsv demo`: library, query videos, training, grounding and rendering, offline, in a couple of minutes."""
+"""`mgsv demo`: library, query videos, training, grounding and rendering, offline, in about a minute and a half."""
 
 from __future__ import annotations
 
@@ -9,15 +9,21 @@ from rich.console import Console
 from rich.table import Table
 
 from mgsv.cli import app
+from mgsv.demo import EPOCHS
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("mgsv-demo"), "--out", "-o", help="Folder for everything the demo makes."),
-    epochs: int = typer.Option(30, help="Training epochs of the demo model (about 2 s each on 2 cores)."),
+    epochs: int = typer.Option(EPOCHS, min=1, help="Training epochs of the demo model (about 2.5 s each on 2 cores)."),
     force: bool = typer.Option(False, "--force", help="Replace --out even if it is not an earlier demo's folder."),
 ) -> None:
-    """Build a small library and query videos, train a tiny model, ground a video and render it (offline)."""
+    """Build a small library and query videos, train a tiny model, ground a video and render it (offline).
+
+    Music: one-minute excerpts of Debian's game-music packages when installed (under ./.media or /), generated
+    tracks otherwise; MGSV_DEMO_MUSIC_ROOT=DIR looks for them only under DIR (an empty folder: generated music).
+    An earlier demo's --out folder is replaced; any other non-empty folder is refused unless --force.
+    """
     from mgsv.demo.run import NEXT_STEPS, run_demo
 
     console = Console()
@@ -33,7 +39,7 @@ def demo(
                       f"{moment.score:.3f}", mark)
     console.print(table)
     timings = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
-    console.print(f"Time: {timings}")
+    console.print(f"Time: {timings} (CPU {sum(result.cpu_seconds.values()):.0f} s in all)")
     console.print(f"""Files:
   music library     {result.library}  ({result.music_source})
   training data     {result.data}
