@@ -14,7 +14,7 @@ from mgsv.data.synthetic import SyntheticConfig, write_synthetic_dataset
 from mgsv.evaluation.protocol import EvalOptions, evaluate
 from mgsv.evaluation.scoring import baseline_scores
 from mgsv.models.checkpoint import load_checkpoint
-from mgsv.training.trainer import TrainSettings, Trainer
+from mgsv.training.trainer import Trainer, TrainSettings
 
 # Short tracks and videos keep the run small; 23 % of the moments start at 0 s as in MGSV-EC, so start-zero is a
 # real bar (~0.37 mIoU here).
