@@ -379,14 +379,7 @@ def _extract_modality(
                 commit()
         commit()
     # Copies go last: their source may be an item encoded just now.
-    counted = [done]
-
-    def step() -> None:
-        counted[0] += 1
-        if progress:
-            progress(modality, counted[0], total)
-
-    store_copies(store, index, modality, copies, report, step)
+    store_copies(store, index, modality, copies, report, progress, done, total)
 
 
 def store_copies(
@@ -395,9 +388,14 @@ def store_copies(
     modality: str,
     copies: list[Planned],
     report: ModalityReport,
-    step: Callable[[], Any] | None = None,
+    progress: Progress | None = None,
+    done: int = 0,
+    total: int = 0,
 ) -> None:
-    """Store the features of files whose content is already stored under another id (copied, not encoded)."""
+    """Store the features of files whose content is already stored under another id (copied, not encoded).
+
+    `progress(modality, done, total)` is called after each copy, counting on from `done` files already handled.
+    """
     if not copies:
         return
     with store.writer(modality, flush_every=1 << 30) as writer:
@@ -413,8 +411,9 @@ def store_copies(
                 report.failures.append(
                     Problem(str(planned.path), f"same content as the file of id {planned.copy_from!r}, which failed")
                 )
-            if step:
-                step()
+            done += 1
+            if progress:
+                progress(modality, done, total)
         writer.flush()
     for planned in stored:
         index.record(modality, planned.item_id, planned.digest, planned.path.resolve())

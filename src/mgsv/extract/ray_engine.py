@@ -315,11 +315,4 @@ def extract_modality_on_ray(
                 "the failure were stored, run the same command again to finish"
             ) from exc
     merge_parts(store, index, modality)
-    counted = [done]
-
-    def step() -> None:
-        counted[0] += 1
-        if progress:
-            progress(modality, counted[0], total)
-
-    store_copies(store, index, modality, copies, report, step)
+    store_copies(store, index, modality, copies, report, progress, done, total)
