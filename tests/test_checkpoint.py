@@ -101,7 +101,7 @@ def rewrite_model_config(folder: Path, **changes) -> None:
     (lambda f: (f / "config.json").unlink(), "config.json: missing: not an mgsv checkpoint folder"),
     (lambda f: (f / "config.json").write_text("{not json"), "config.json: not valid JSON"),
     (lambda f: rewrite_config(f, format="other"), "config.json: not an mgsv checkpoint config"),
-    (lambda f: rewrite_config(f, format_version=9), "config.json: checkpoint format version 9 is not supported"),
+    (lambda f: rewrite_config(f, format_version=9), r"config.json: written by a newer mgsv \(mgsv checkpoint config format_version 9"),
     (lambda f: rewrite_config(f, preset="made-xl"), ("config.json: unknown model preset 'made-xl'; valid presets: "
                                                     "made, made-paper")),
     (lambda f: rewrite_config(f, model_config={"dim": 32, "colour": "red"}),

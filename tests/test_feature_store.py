@@ -228,7 +228,7 @@ def test_open_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"not a feature store \(no manifest.json\)"):
         FeatureStore(tmp_path / "plain")
     (tmp_path / "plain" / "manifest.json").write_text("{not json")
-    with pytest.raises(InputError, match="cannot read the store manifest"):
+    with pytest.raises(InputError, match="cannot read the feature store manifest"):
         FeatureStore(tmp_path / "plain")
     (tmp_path / "plain" / "manifest.json").write_text('{"format": "something-else"}')
     with pytest.raises(InputError, match="not a feature store manifest"):
@@ -238,7 +238,7 @@ def test_open_errors(tmp_path: Path) -> None:
     manifest = json.loads(store.manifest_path.read_text())
     manifest["format_version"] = 2
     store.manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(InputError, match=r"written by a newer mgsv \(format_version 2, this version reads <= 1\)"):
+    with pytest.raises(InputError, match=r"written by a newer mgsv \(feature store manifest format_version 2; this mgsv reads up to 1\)"):
         FeatureStore(store.root)
     manifest["format_version"] = 1
     manifest["modalities"]["video"]["spec"]["dim"] = "wide"

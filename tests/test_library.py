@@ -256,7 +256,7 @@ def test_libraries_from_a_newer_version_or_broken_are_refused(
     newer = copy_library(shared.library, tmp_path / "newer")
     (newer / "library.json").write_text(json.dumps({"format": "mgsv-music-library", "format_version": 99}))
     code, _, err = run_cli(["library", "list", "--library", str(newer)], capsys)
-    assert code == 1 and "written by a newer mgsv (library format 99" in err
+    assert code == 1 and "written by a newer mgsv (music library description format_version 99" in err
 
     code, _, err = run_cli(["library", "list", "--library", str(tmp_path / "nowhere")], capsys)
     assert code == 1 and "no music library here" in err

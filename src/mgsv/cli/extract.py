@@ -15,9 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mgsv.cli import app
-
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"  # = mgsv.encoders.clip.DEFAULT_CLIP (not imported: keeps --help light)
-DEFAULT_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"  # = mgsv.encoders.ast.DEFAULT_AST
+from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID
 
 
 class DtypeChoice(str, Enum):
@@ -78,8 +76,8 @@ def extract_command(
     music: Annotated[
         list[Path] | None, typer.Option("--music", help="Music files or folders (searched recursively); repeat.")
     ] = None,
-    clip: Annotated[str, typer.Option("--clip", help="CLIP model: hub id or local folder.")] = DEFAULT_CLIP,
-    ast: Annotated[str, typer.Option("--ast", help="AST model: hub id or local folder.")] = DEFAULT_AST,
+    clip: Annotated[str, typer.Option("--clip", help="CLIP model: hub id or local folder.")] = DEFAULT_CLIP_ID,
+    ast: Annotated[str, typer.Option("--ast", help="AST model: hub id or local folder.")] = DEFAULT_AST_ID,
     clip_encoder_id: Annotated[
         str | None,
         typer.Option("--clip-encoder-id", help="Encoder id the video features record (a local copy of a hub model)."),

@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from mgsv.cli import app
-from mgsv.cli.extract import DEFAULT_CLIP, DtypeChoice, print_problems, progress_bars
+from mgsv.cli.extract import DtypeChoice, print_problems, progress_bars
+from mgsv.defaults import DEFAULT_CLIP_ID as DEFAULT_CLIP
 
 
 class SnapChoice(str, Enum):

@@ -14,7 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from mgsv.cli import app, err_console
-from mgsv.cli.extract import DEFAULT_AST, DEFAULT_CLIP, DtypeChoice
+from mgsv.cli.extract import DtypeChoice
+from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
+from mgsv.defaults import DEFAULT_CLIP_ID as DEFAULT_CLIP
 
 ANSWER_LABELS = {"A": "A better", "B": "B better", "both": "both acceptable", "neither": "neither"}
 

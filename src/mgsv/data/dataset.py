@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 
 from mgsv.data.annotations import load_annotations
+from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.errors import InputError
 from mgsv.features.store import FeatureStore
 
-MUSIC_HORIZON_S = 240.0
 SPLITS = ("train", "val", "test")
 
 

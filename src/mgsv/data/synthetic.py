@@ -33,13 +33,13 @@ import pandas as pd
 
 from mgsv.atomic_io import atomic_writer
 from mgsv.data.annotations import COLUMNS
+from mgsv.defaults import MUSIC_HORIZON_S as HORIZON_S
 from mgsv.errors import MgsvError, OutputExistsError
 from mgsv.features.spec import FeatureSpec
 
 GENERATOR_VERSION = 1
 ENCODER_ID = "mgsv/synthetic-planted"
 STRIDE_S = 2.5
-HORIZON_S = 240.0
 MAX_FRAMES = 50
 MAX_SEGMENTS = 96
 CATEGORIES = ("Fashion", "Beauty", "Food", "Travel", "Pets", "Sports", "Home Furnishings", "Games")

@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from mgsv.defaults import DEFAULT_AST_ID, MUSIC_HORIZON_S
 from mgsv.errors import InputError
-from mgsv.features.spec import MUSIC_HORIZON_S, FeatureSpec, music_spec
+from mgsv.features.spec import FeatureSpec, music_spec
 
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"
+DEFAULT_AST = DEFAULT_AST_ID
 
 SAMPLE_RATE = 16000
 WINDOW_S = 10.0

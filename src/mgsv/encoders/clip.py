@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mgsv.defaults import DEFAULT_CLIP_ID
 from mgsv.errors import InputError
 from mgsv.features.spec import CLIP_MEAN, CLIP_STD, VIDEO_SPEC, FeatureSpec
 
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+DEFAULT_CLIP = DEFAULT_CLIP_ID
 
 # The published architecture of each encoder id we know, checked when a folder claims that id.
 KNOWN_CLIP_CONFIGS = {

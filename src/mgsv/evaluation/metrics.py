@@ -23,10 +23,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.errors import InputError
 
 # Fixed music horizon of MGSV-EC: spans are normalised by it and predicted ends are clipped to it (REF §1.2, §5).
-MUSIC_HORIZON_S = 240.0
 RECALL_KS = (1, 3, 5, 10, 20, 25, 50, 100)
 MOR_KS = (1, 10, 50, 100)
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
+from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.errors import InputError, MgsvError
-from mgsv.features.spec import MUSIC_HORIZON_S
 
 if TYPE_CHECKING:
     from mgsv.encoders.ast import AstMusicEncoder

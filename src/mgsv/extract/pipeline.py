@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID, MUSIC_HORIZON_S
 from mgsv.errors import InputError, MgsvError, SpecMismatchError
 from mgsv.extract.discover import Discovered, find_media
 from mgsv.extract.hashing import HASH_ID_LENGTH, ContentIndex, content_hash
 from mgsv.extract.media import decode_track, decode_video, encode_track, encode_video, prefetched
 from mgsv.extract.problems import Problem, problem_for
-from mgsv.features.spec import MUSIC_HORIZON_S, FeatureSpec
+from mgsv.features.spec import FeatureSpec
 from mgsv.features.store import FeatureStore, FeatureTable
 
 if TYPE_CHECKING:
@@ -106,8 +107,8 @@ class ExtractReport:
 class EncoderOptions:
     """Which encoders to load and how (see `mgsv.encoders`; the ids decide the feature specs)."""
 
-    clip: str = "openai/clip-vit-base-patch32"
-    ast: str = "MIT/ast-finetuned-audioset-10-10-0.4593"
+    clip: str = DEFAULT_CLIP_ID
+    ast: str = DEFAULT_AST_ID
     clip_encoder_id: str | None = None
     ast_encoder_id: str | None = None
     dtype: str = "auto"

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from mgsv.atomic_io import TEMP_PREFIX, atomic_writer
+from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.errors import MgsvError
 from mgsv.extract.discover import Discovered
 from mgsv.extract.hashing import ContentIndex, content_hash
 from mgsv.extract.problems import Problem, problem_for
-from mgsv.features.spec import MUSIC_HORIZON_S
 from mgsv.features.store import FeatureStore
 
 log = logging.getLogger(__name__)

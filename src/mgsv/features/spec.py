@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID, MUSIC_HORIZON_S
 from mgsv.errors import InputError, SpecMismatchError
 
 MODALITIES = ("video", "music")
@@ -119,12 +120,10 @@ class FeatureSpec:
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
-# The paper's fixed music horizon: every track is windowed over 240 s (REF §1.4).
-MUSIC_HORIZON_S = 240.0
 
 VIDEO_SPEC = FeatureSpec(
     modality="video",
-    encoder="openai/clip-vit-base-patch32",
+    encoder=DEFAULT_CLIP_ID,
     dim=512,
     max_tokens=50,
     params={
@@ -147,7 +146,7 @@ def music_spec(stride_s: float = 2.5) -> FeatureSpec:
         raise ValueError(f"stride_s must divide {MUSIC_HORIZON_S:g} s into whole windows, got {stride_s!r}")
     return FeatureSpec(
         modality="music",
-        encoder="MIT/ast-finetuned-audioset-10-10-0.4593",
+        encoder=DEFAULT_AST_ID,
         dim=768,
         max_tokens=int(windows),
         params={

@@ -36,6 +36,7 @@ from filelock import FileLock, Timeout
 from mgsv.atomic_io import TEMP_PREFIX, fsync_directory, fsync_file, temp_path_for, write_json_atomic
 from mgsv.errors import InputError, MgsvError, OutputExistsError, ProblemsError
 from mgsv.features.spec import FeatureSpec
+from mgsv.manifests import read_versioned_json
 
 FORMAT = "mgsv-feature-store"
 FORMAT_VERSION = 1
@@ -478,21 +479,9 @@ class FeatureStore:
             raise InputError(self.root, "no feature store here (the folder does not exist)")
         if not self.manifest_path.is_file():
             raise InputError(self.root, f"not a feature store (no {MANIFEST})")
-        try:
-            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(where, f"cannot read the store manifest: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise InputError(where, f"not a feature store manifest (format is not {FORMAT!r})")
-        version = data.get("format_version")
-        if not isinstance(version, int) or version < 1:
-            raise InputError(where, f"invalid format_version {version!r}")
-        if version > FORMAT_VERSION:
-            raise InputError(
-                where,
-                f"written by a newer mgsv (format_version {version}, this version reads <= {FORMAT_VERSION}); "
-                "upgrade mgsv",
-            )
+        data = read_versioned_json(
+            self.manifest_path, format_name=FORMAT, version=FORMAT_VERSION, what="feature store manifest"
+        )
         modalities = data.get("modalities")
         if not isinstance(modalities, dict) or not modalities:
             raise InputError(where, "manifest lists no modalities")

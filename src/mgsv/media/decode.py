@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from mgsv.defaults import MAX_VIDEO_FRAMES, MAX_VIDEO_PIXELS
 from mgsv.errors import InputError
 from mgsv.media.probe import as_fraction, check_readable_file, open_media, stream_duration, video_stream
 
@@ -31,13 +32,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_FRAMES = 50  # MaDe reads at most 50 frames (one per second)
+MAX_FRAMES = MAX_VIDEO_FRAMES
 # Frames are only ever fed to CLIP (224 px short side) or shown as thumbnails, so bigger ones are downscaled at
 # conversion time by FFmpeg's scaler: 50 frames of 4K RGB would take 1.2 GB, at 720 px short side 140 MB.
 DEFAULT_MAX_SHORT_SIDE = 720
-# Beyond 8192 x 8192 (8K UHD is 7680 x 4320) a header is more likely hostile or broken than a real video, and a
-# decoder would allocate gigabytes per frame before we could downscale anything: refuse instead.
-MAX_PIXELS = 8192 * 8192
+# A larger header is refused: a decoder would allocate gigabytes per frame before we could downscale anything.
+MAX_PIXELS = MAX_VIDEO_PIXELS
 SILENCE_DBFS = -60.0  # a peak below this is treated as silence (the "silent" Vorbis file in Wesnoth peaks at -78)
 
 

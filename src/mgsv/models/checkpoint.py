@@ -29,6 +29,7 @@ from torch import nn
 from mgsv import __version__
 from mgsv.atomic_io import fsync_directory, fsync_file
 from mgsv.errors import InputError, OutputExistsError
+from mgsv.manifests import check_format
 from mgsv.models.registry import ConfigError, UnknownPresetError, config_from_dict, get_preset
 
 FORMAT = "mgsv-checkpoint"
@@ -124,11 +125,7 @@ def read_checkpoint_info(folder: str | os.PathLike[str]) -> CheckpointInfo:
         data = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(config_path, f"not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InputError(config_path, f"not an mgsv checkpoint config (expected \"format\": \"{FORMAT}\")")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise InputError(config_path, f"checkpoint format version {data.get('format_version')!r} is not supported "
-                                      f"(this mgsv reads version {FORMAT_VERSION})")
+    check_format(data, config_path, format_name=FORMAT, version=FORMAT_VERSION, what="mgsv checkpoint config")
     for key in ("preset", "model_config"):
         if key not in data:
             raise InputError(config_path, f"missing key {key!r}")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mgsv.defaults import DEFAULT_CLIP_ID
 from mgsv.errors import InputError, SpecMismatchError
 from mgsv.features.spec import FeatureSpec
 from mgsv.search import ranker
@@ -125,7 +126,7 @@ class Grounder:
     def from_checkpoint(
         cls,
         checkpoint: str | os.PathLike[str],
-        clip: str | os.PathLike[str] | ClipFrameEncoder | None = "openai/clip-vit-base-patch32",
+        clip: str | os.PathLike[str] | ClipFrameEncoder | None = DEFAULT_CLIP_ID,
         *,
         encoder_id: str | None = None,
         dtype: str = "auto",

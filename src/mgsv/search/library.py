@@ -47,13 +47,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mgsv.atomic_io import write_json_atomic
+from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.errors import InputError, MgsvError, OutputExistsError
 from mgsv.extract.discover import find_media
 from mgsv.extract.hashing import content_hash
 from mgsv.extract.media import DecodedTrack, decode_track, encode_track, prefetched
 from mgsv.extract.problems import Problem, problem_for
-from mgsv.features.spec import MUSIC_HORIZON_S, FeatureSpec
+from mgsv.features.spec import FeatureSpec
 from mgsv.features.store import FeatureStore, FeatureTable, StoreWriter, UnknownIdsError
+from mgsv.manifests import read_versioned_json
 from mgsv.search.candidates import CandidateIndex, SearchOptions, open_candidates
 from mgsv.search.catalog import Catalog
 from mgsv.search.track_index import TrackIndex, read_manifest, update_track_index
@@ -265,21 +267,7 @@ class MusicLibrary:
             raise InputError(self.root, "no music library here (the folder does not exist)")
         if not meta.is_file():
             raise InputError(self.root, f"not a music library (no {META_FILE}); create one with `mgsv library add`")
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(meta, f"cannot read the library description: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise InputError(meta, f"not a music library description (format is not {FORMAT!r})")
-        version = data.get("format_version")
-        if not isinstance(version, int) or version < 1:
-            raise InputError(meta, f"invalid format_version {version!r}")
-        if version > FORMAT_VERSION:
-            raise InputError(
-                meta,
-                f"written by a newer mgsv (library format {version}; this mgsv reads up to {FORMAT_VERSION}): "
-                "upgrade mgsv to use this library",
-            )
+        read_versioned_json(meta, format_name=FORMAT, version=FORMAT_VERSION, what="music library description")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

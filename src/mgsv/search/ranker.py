@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.evaluation.metrics import cw_to_seconds
 from mgsv.evaluation.protocol import EvalOptions, detect_pairs
 from mgsv.models.made import MusicEncoding, VideoEncoding
@@ -87,7 +88,7 @@ def detect_moments(
         return np.zeros((0, 2), dtype=np.float32), np.zeros(0, dtype=np.float32)
     options = EvalOptions(precision=precision, device=device, detect_batch_size=max(1, len(rows)))
     spans = detect_pairs(model, video, music, np.zeros(len(rows), dtype=np.int64), rows, options)
-    return cw_to_seconds(spans), spans[:, 0] * np.float32(240.0)
+    return cw_to_seconds(spans), spans[:, 0] * np.float32(MUSIC_HORIZON_S)
 
 
 def clip_to_track(start: float, end: float, track_seconds: float) -> tuple[float, float]:

@@ -33,7 +33,6 @@ Readers never lock: published segments never change, and compaction only removes
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -49,6 +48,7 @@ from filelock import FileLock
 
 from mgsv.atomic_io import TEMP_PREFIX, fsync_directory, fsync_file, write_json_atomic
 from mgsv.errors import InputError, MgsvError
+from mgsv.manifests import read_versioned_json
 
 if TYPE_CHECKING:
     import torch
@@ -328,14 +328,7 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     path = root / MANIFEST
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read the track index manifest: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InputError(path, f"not a track index manifest (format is not {FORMAT!r})")
-    if not isinstance(data.get("format_version"), int) or data["format_version"] > FORMAT_VERSION:
-        raise InputError(path, f"track index format {data.get('format_version')!r} is newer than this mgsv reads")
+    data = read_versioned_json(path, format_name=FORMAT, version=FORMAT_VERSION, what="track index manifest")
     data["segments"] = [SegmentInfo.from_dict(s, path) for s in data.get("segments", [])]
     return data
 

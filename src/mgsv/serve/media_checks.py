@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mgsv.defaults import MAX_VIDEO_PIXELS as MAX_PIXELS
 from mgsv.errors import InputError
 from mgsv.serve.http_errors import ApiError
 
 DURATION_TOLERANCE_S = 0.5  # container rounding: a 60.2 s file passes a 60 s limit
-MAX_PIXELS = 8192 * 8192  # = mgsv.media.decode.MAX_PIXELS: beyond this a header is hostile or broken
 
 
 @dataclass(frozen=True)

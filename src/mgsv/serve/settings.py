@@ -10,12 +10,10 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID
 from mgsv.errors import InputError, MgsvError
 
 MB = 1024 * 1024
-# = mgsv.encoders.clip.DEFAULT_CLIP / mgsv.encoders.ast.DEFAULT_AST, not imported: those modules load torch
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"
-DEFAULT_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"
 MIN_TOKEN_CHARS = 16  # a shorter shared secret is guessable by anyone who can reach the port
 MAX_TOP = 50  # moments per grounding request: p_s is computed for every track anyway, detection costs per moment
 
@@ -75,11 +73,11 @@ class ServeSettings:
 
     library: Path
     checkpoint: Path | None = None
-    clip: str = DEFAULT_CLIP
+    clip: str = DEFAULT_CLIP_ID
     encoder_id: str | None = None
     dtype: str = "auto"
     device: str = "cpu"
-    ast: str = DEFAULT_AST  # loaded on the first admin upload only
+    ast: str = DEFAULT_AST_ID  # loaded on the first admin upload only
     api_token: str | None = None
     admin_token: str | None = None
     music_dir: Path | None = None  # where admin uploads are kept; default LIBRARY/uploaded-music

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.models.baselines.common import (
     BASELINE_RECIPE,
     ConfigChecks,
@@ -61,7 +62,7 @@ class ConquerConfig(ConfigChecks):
     max_video_frames: int = 50
     max_segments: int = 96
     segment_stride_s: float = 2.5  # AST windows are centred every 2.5 s
-    horizon_s: float = 240.0  # spans are normalised by the fixed music horizon
+    horizon_s: float = MUSIC_HORIZON_S  # spans are normalised by the fixed music horizon
 
     POSITIVE = ("video_dim", "music_dim", "dim", "heads", "ffn_dim", "layers", "conv_channels", "conv_kernel",
                 "max_video_frames", "max_segments")
