@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mgsv.extract.discover import find_media
 from mgsv.extract.pipeline import EncoderOptions, extract_features
+from mgsv.files.discover import find_media
 
 
 def real_size_ast(folder: Path) -> Path:

@@ -14,10 +14,11 @@ from grounding_factory import TinySetup, make_tiny_setup
 from media_factory import write_test_video, write_truncated_copy
 
 from mgsv.cli import main
-from mgsv.extract.discover import find_media
-from mgsv.extract.hashing import ContentIndex, content_hash
+from mgsv.extract.hashing import ContentIndex
 from mgsv.extract.pipeline import INDEX_FILE, EncoderOptions, extract_features
 from mgsv.features.store import FeatureStore
+from mgsv.files.discover import find_media
+from mgsv.files.hashing import content_hash
 
 
 @pytest.fixture(scope="module")

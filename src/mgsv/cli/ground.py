@@ -120,8 +120,8 @@ def ground_command(
     Videos that fail are reported at the end (exit code 1); the others are still grounded.
     """
     from mgsv.errors import MgsvError
-    from mgsv.extract.discover import find_media
-    from mgsv.extract.problems import Problem, problem_for
+    from mgsv.files.discover import find_media
+    from mgsv.files.problems import Problem, problem_for
     from mgsv.media.decode import read_video_frames
     from mgsv.search.candidates import SearchOptions
     from mgsv.search.catalog import TrackFilter

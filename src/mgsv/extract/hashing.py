@@ -1,4 +1,4 @@
-"""Content hashes of media files, and the small index that remembers which stored id holds which content.
+"""The small index that remembers which stored id holds which content (hashes: `mgsv.files.hashing`).
 
 The index is what makes extraction skip work by content rather than by name: a file renamed or copied has the
 same hash, so its features are not computed twice. It is a JSON file written atomically (temporary file in the
@@ -9,26 +9,16 @@ by the extractor (an id already in the store whose content was not recorded is a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
 from mgsv.atomic_io import write_json_atomic
 from mgsv.errors import InputError
+from mgsv.manifests import read_versioned_json
 
 INDEX_FORMAT = "mgsv-content-index"
 INDEX_VERSION = 1
 HASH_ID_LENGTH = 16  # hex digits of the hash used as an item id with `--ids hash` (64 bits: no collisions in practice)
-
-
-def content_hash(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes as 64 hex digits; an unreadable file raises InputError naming it."""
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError as exc:
-        raise InputError(path, f"cannot read the file: {exc.strerror or exc}") from exc
 
 
 class ContentIndex:
@@ -42,17 +32,7 @@ class ContentIndex:
             self._load()
 
     def _load(self) -> None:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(self.path, f"cannot read the content index: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
-            raise InputError(self.path, f"not a content index (format is not {INDEX_FORMAT!r})")
-        version = data.get("format_version")
-        if not isinstance(version, int) or version > INDEX_VERSION:
-            raise InputError(
-                self.path, f"written by a newer mgsv (format_version {version!r}, this one reads {INDEX_VERSION})"
-            )
+        data = read_versioned_json(self.path, format_name=INDEX_FORMAT, version=INDEX_VERSION, what="content index")
         modalities = data.get("modalities")
         if not isinstance(modalities, dict):
             raise InputError(self.path, "malformed content index: no 'modalities' object")

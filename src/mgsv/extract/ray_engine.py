@@ -33,10 +33,12 @@ import numpy as np
 from mgsv.atomic_io import TEMP_PREFIX, atomic_writer
 from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.errors import MgsvError
-from mgsv.extract.discover import Discovered
-from mgsv.extract.hashing import ContentIndex, content_hash
-from mgsv.extract.problems import Problem, problem_for
+from mgsv.extract.hashing import ContentIndex
+from mgsv.extract.plan import ModalityReport, plan_items, store_copies
 from mgsv.features.store import FeatureStore
+from mgsv.files.discover import Discovered
+from mgsv.files.hashing import content_hash
+from mgsv.files.problems import Problem, problem_for
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +104,13 @@ class _Decoder:
     window_start: float
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        from mgsv.extract.media import decode_track, decode_video
+        from mgsv.media.decode import read_video_frames
+        from mgsv.media.tracks import decode_track
 
         out = {**row, "payload": b"", "error": "", "warning": ""}
         try:
             if self.modality == "video":
-                frames = decode_video(row["path"], self.window_start)
+                frames = read_video_frames(row["path"], window_start=self.window_start)
                 out["payload"] = _to_bytes(frames.frames)
                 if frames.truncated:
                     out["warning"] = (
@@ -142,7 +145,7 @@ class _Encoder:
         self.parts = Path(parts)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from mgsv.extract.media import SAMPLE_RATE
+        from mgsv.media.tracks import SAMPLE_RATE
 
         done: list[tuple[str, str, str, np.ndarray, np.ndarray]] = []
         errors = list(batch["error"])
@@ -222,15 +225,10 @@ def merge_parts(store: FeatureStore, index: ContentIndex, modality: str) -> list
     return published
 
 
-def pending_parts(store: FeatureStore, modality: str) -> bool:
-    """True if a previous Ray run left parts to merge."""
-    return any((store.root / PARTS_DIR / modality).glob("part-*.npz"))
-
-
 # ------------------------------------------------------------------------------------------------------ the run
 
 
-def hash_files_on_ray(paths: list[Path], report: Any) -> list[tuple[Path, str]]:
+def hash_files_on_ray(paths: list[Path], report: ModalityReport) -> list[tuple[Path, str]]:
     """Content hashes computed by Ray tasks; unreadable files become failures in `report`."""
     import ray.data
 
@@ -257,15 +255,13 @@ def extract_modality_on_ray(
     ids: str,
     window_start: float,
     batch_size: int,
-    report: Any,
+    report: ModalityReport,
     progress: Callable[[str, int, int], None] | None,
     device: str,
 ) -> None:
     """One modality of `extract_features` with Ray (see the module docstring); fills `report`."""
     import ray
     import ray.data
-
-    from mgsv.extract.pipeline import plan_items, store_copies
 
     merge_parts(store, index, modality)  # what a previous run finished but did not merge
     hashed = hash_files_on_ray(discovered.files, report)

@@ -49,13 +49,14 @@ import numpy as np
 from mgsv.atomic_io import write_json_atomic
 from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.errors import InputError, MgsvError, OutputExistsError
-from mgsv.extract.discover import find_media
-from mgsv.extract.hashing import content_hash
-from mgsv.extract.media import DecodedTrack, decode_track, encode_track, prefetched
-from mgsv.extract.problems import Problem, problem_for
 from mgsv.features.spec import FeatureSpec
 from mgsv.features.store import FeatureStore, FeatureTable, StoreWriter, UnknownIdsError
+from mgsv.files.discover import find_media
+from mgsv.files.hashing import content_hash
+from mgsv.files.prefetch import prefetched
+from mgsv.files.problems import Problem, problem_for
 from mgsv.manifests import read_versioned_json
+from mgsv.media.tracks import SAMPLE_RATE, DecodedTrack, decode_track
 from mgsv.search.candidates import CandidateIndex, SearchOptions, open_candidates
 from mgsv.search.catalog import Catalog
 from mgsv.search.track_index import TrackIndex, read_manifest, update_track_index
@@ -393,7 +394,7 @@ class MusicLibrary:
                     assert track is not None
                     tokens = mask = None
                     if digest not in stored:
-                        tokens, mask = encode_track(track, get_encoder())
+                        tokens, mask = get_encoder().encode(track.samples, sample_rate=SAMPLE_RATE, source=str(path))
                         report.encoded += 1
                     writer.add_tokens(
                         tokens, mask, path=path, content_hash=digest, duration=track.duration, tags=track.tags

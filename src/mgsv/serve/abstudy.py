@@ -131,8 +131,8 @@ class StudyPlan:
 def plan_study(a_file: Path, b_file: Path, media: Path, library: MusicLibrary) -> StudyPlan:
     """Pair the two prediction files video by video, find each video in `media` and check both tracks."""
     from mgsv.data.predictions import read_predictions
-    from mgsv.extract.discover import find_media
     from mgsv.features.store import UnknownIdsError
+    from mgsv.files.discover import find_media
 
     if not media.is_dir():
         raise InputError(media, "the --media folder does not exist")

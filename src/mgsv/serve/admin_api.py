@@ -50,7 +50,7 @@ def _extension(container_format: str) -> str:
 
 def _add_job(runtime: Runtime, upload: ReceivedUpload, container_format: str) -> tuple[int, AddTrackResponse]:
     """Keep the file and add it to the library: (HTTP status, response)."""
-    from mgsv.extract.hashing import content_hash
+    from mgsv.files.hashing import content_hash
 
     library = runtime.require_library()
     digest = content_hash(upload.path)
