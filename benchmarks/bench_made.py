@@ -27,6 +27,7 @@ import torch
 
 from mgsv.models import build_model, get_preset
 from mgsv.training.losses import made_losses
+from mgsv.training.recipe import param_groups, recipe_for
 
 BATCH = 512
 
@@ -148,7 +149,7 @@ def main() -> None:
         for name, inputs in cases.items():
             for dtype in ("fp32", "bf16"):
                 model = preset.build_model().train()
-                optimiser = torch.optim.Adam(preset.param_groups(model))
+                optimiser = torch.optim.Adam(param_groups(model, recipe_for(preset.name)))
                 train_once(model, optimiser, inputs, target, dtype)
                 t = median([train_once(model, optimiser, inputs, target, dtype) for _ in range(args.repeats)])
                 print(f"  {name:58s} {dtype:5s} {t['total']:7.2f} s ({t['total_cpu']:6.2f})", flush=True)

@@ -48,12 +48,13 @@ import torch.nn.functional as F
 
 from mgsv.features.spec import DEFAULT_SPECS, MUSIC_SPEC, VIDEO_SPEC
 from mgsv.models.checkpoint import load_checkpoint, save_checkpoint
+from mgsv.models.contract import model_fingerprint
 from mgsv.models.made import MusicEncoding
 from mgsv.models.registry import build_model
 from mgsv.search.candidates import SearchOptions
 from mgsv.search.catalog import TrackFilter
 from mgsv.search.grounder import Grounder, checkpoint_specs
-from mgsv.search.library import MusicLibrary, model_fingerprint
+from mgsv.search.library import MusicLibrary
 from mgsv.search.ranker import detect_moments, exact_scores
 from mgsv.search.track_index import update_track_index
 
@@ -277,7 +278,7 @@ def query(args: argparse.Namespace) -> None:
         stages["exact p_s"].append(time.perf_counter() - start)
         start = time.perf_counter()
         top = rows[np.argsort(-scores, kind="stable")[:5]]
-        detect_moments(model, video, encoded.index.encodings(top), np.arange(5))
+        detect_moments(model, video, model.index_encodings(encoded.index.entries(top)), np.arange(5))
         stages["detect top 5"].append(time.perf_counter() - start)
     for name, times in stages.items():
         print(f"  stage {name:14} {percentiles(times)}")

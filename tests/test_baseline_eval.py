@@ -11,7 +11,7 @@ from mgsv.cli import main
 from mgsv.data.dataset import PairDataset
 from mgsv.data.synthetic import SyntheticConfig, write_synthetic_dataset
 from mgsv.evaluation.protocol import MSG_METRICS, V2MR_METRICS, EvalOptions, evaluate
-from mgsv.models.baselines.common import CapabilityError
+from mgsv.models.contract import CapabilityError
 from mgsv.models.baselines.composite import CompositeModel
 from mgsv.models.registry import get_preset
 

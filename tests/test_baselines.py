@@ -8,11 +8,13 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from mgsv.models.baselines import BASELINE_PRESETS
-from mgsv.models.baselines.common import RankedDetection, can_ground, can_rank
-from mgsv.models.baselines.criterion import MatchingCosts, match_queries, set_prediction_losses
+from mgsv.models.baselines.common import RankedDetection
 from mgsv.models.baselines.table4 import PAPER_PARAMETERS, parameter_rows
+from mgsv.models.contract import capabilities_of
 from mgsv.models.registry import ConfigError, UnknownPresetError, count_preset_parameters, get_preset
+from mgsv.training.criterion import MatchingCosts, match_queries, set_prediction_losses
 from mgsv.training.losses import generalized_iou, span_cw_to_se
+from mgsv.training.objectives import training_losses
 
 SMALL = {"dim": 32, "ffn_dim": 64, "heads": 4}
 GROUNDING = ("moment-detr", "qd-detr", "qd-detr+", "tr-detr", "tr-detr+", "eatr", "uvcom", "uvcom+")
@@ -50,7 +52,7 @@ def targets(n: int, seed: int = 1) -> torch.Tensor:
 def test_forward_backward_reaches_every_parameter(name: str) -> None:
     model = small(name).train()
     output = model(*batch([7, 12, 3, 9], [20, 33, 9, 40]))
-    losses = model.training_losses(output, targets(4))
+    losses = training_losses(model, output, targets(4))
     assert torch.isfinite(losses["L_total"]) and losses["L_total"] > 0
     losses["L_total"].backward()
     # Every trainable parameter is connected to the loss. (Some gradients are exactly zero by design: e.g. the first
@@ -70,11 +72,11 @@ def test_padding_and_batch_mates_do_not_change_outputs(name: str) -> None:
         video, music = model.encode_video(fv, fm), model.encode_music(sv, sm)
         alone_v = model.encode_video(fv[2:, :3], fm[2:, :3])
         alone_m = model.encode_music(sv[2:, :9], sm[2:, :9])
-        if can_ground(model):
+        if capabilities_of(model).grounds:
             together = model.detect(video, music).final_spans[2]
             torch.testing.assert_close(model.detect(alone_v, alone_m).final_spans[0], together, atol=1e-5, rtol=1e-4)
             assert ((together >= 0) & (together <= 1)).all()
-        if can_rank(model):
+        if capabilities_of(model).ranks:
             scores = model.relevance(video, music)
             assert scores.shape == (3, 3)
             torch.testing.assert_close(model.relevance(alone_v, alone_m)[0, 0], scores[2, 2], atol=1e-5, rtol=1e-4)
@@ -87,9 +89,9 @@ def test_bf16_autocast_inference(name: str) -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         video, music = model.encode_video(fv, fm), model.encode_music(sv, sm)
         outputs = []
-        if can_ground(model):
+        if capabilities_of(model).grounds:
             outputs.append(model.detect(video, music).final_spans)
-        if can_rank(model):
+        if capabilities_of(model).ranks:
             outputs.append(model.relevance(video, music))
     assert outputs and all(out.dtype == torch.float32 and torch.isfinite(out).all() for out in outputs)
 
@@ -97,11 +99,11 @@ def test_bf16_autocast_inference(name: str) -> None:
 def test_capabilities_follow_the_paper() -> None:
     for name in GROUNDING:
         model = small(name)
-        assert can_ground(model) and not can_rank(model), name
+        assert capabilities_of(model).grounds and not capabilities_of(model).ranks, name
     for name in RETRIEVAL:
         model = small(name)
-        assert can_rank(model) and not can_ground(model), name
-    assert can_rank(small("conquer")) and can_ground(small("conquer"))
+        assert capabilities_of(model).ranks and not capabilities_of(model).grounds, name
+    assert capabilities_of(small("conquer")).ranks and capabilities_of(small("conquer")).grounds
 
 
 @pytest.mark.parametrize("name", BASELINE_PRESETS)
@@ -112,7 +114,7 @@ def test_training_smoke_loss_falls(name: str) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     history = []
     for _ in range(15):
-        losses = model.training_losses(model(*data), goal)
+        losses = training_losses(model, model(*data), goal)
         optimizer.zero_grad()
         losses["L_total"].backward()
         optimizer.step()

@@ -31,7 +31,8 @@ from mgsv.encoders.ast import MusicTokens, window_layout
 from mgsv.errors import InputError
 from mgsv.features.store import StoreBusyError, UnknownIdsError
 from mgsv.models.checkpoint import load_checkpoint
-from mgsv.search.library import EncodedLibrary, MusicLibrary, model_fingerprint
+from mgsv.models.contract import model_fingerprint
+from mgsv.search.library import EncodedLibrary, MusicLibrary
 from mgsv.search.ranker import exact_scores
 
 REPO = Path(__file__).resolve().parents[1]

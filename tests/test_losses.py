@@ -19,6 +19,7 @@ from mgsv.training.losses import (
     made_losses,
     span_cw_to_se,
 )
+from mgsv.training.recipe import recipe_for
 
 
 def test_infonce_is_symmetric_cross_entropy_with_diagonal_positives() -> None:
@@ -110,9 +111,8 @@ def test_retrieval_follows_the_matching_variant() -> None:
 
 
 def test_loss_weights_from_a_recipe() -> None:
-    from mgsv.models import get_preset
 
-    weights = LossWeights.from_mapping(get_preset("made").training.loss_weights)
+    weights = LossWeights.from_mapping(recipe_for("made").loss_weights)
     assert weights == LossWeights()
     with pytest.raises(ValueError, match="unknown loss weight"):
         LossWeights.from_mapping({"spam": 1.0})

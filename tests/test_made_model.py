@@ -22,6 +22,7 @@ from mgsv.models.registry import (
     parameter_counts,
 )
 from mgsv.training.losses import made_losses
+from mgsv.training.recipe import param_groups, recipe_for
 
 SMALL = {"dim": 32, "enhance_ffn_dim": 64, "detr_ffn_dim": 64, "contrastive_dim": 16}
 
@@ -86,7 +87,7 @@ def test_registry_lists_and_rejects_presets() -> None:
 def test_optimiser_groups(name: str, lr: float, query_pos_trained: bool) -> None:
     preset = get_preset(name)
     model = preset.build_model(**SMALL)
-    groups = preset.param_groups(model)
+    groups = param_groups(model, recipe_for(preset.name))
     assert [g["name"] for g in groups] == ["enhancement", "matching", "detection"]
     assert all(g["lr"] == lr for g in groups)
     grouped = [id(p) for g in groups for p in g["params"]]
@@ -104,7 +105,7 @@ def test_positional_query_is_trained_only_when_the_preset_says(name: str, moves:
     preset = get_preset(name)
     torch.manual_seed(0)
     model = preset.build_model(**SMALL, decoder_layers=2).train()
-    optimiser = torch.optim.Adam(preset.param_groups(model))
+    optimiser = torch.optim.Adam(param_groups(model, recipe_for(preset.name)))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     inputs = make_batch([5, 9, 20], [30, 12, 50])
     for _ in range(2):

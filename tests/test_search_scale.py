@@ -73,7 +73,7 @@ def test_index_rows_read_back_what_was_encoded(library: MusicLibrary, model: tor
     with torch.inference_mode():
         feats, mask = library.features().batch([t.content_hash for t in tracks])
         music = model.encode_music(feats, mask)
-    stored = index.encodings(rows)
+    stored = model.index_encodings(index.entries(rows))
     width = music.mask.shape[1]  # the longest track's windows; the index pads to its bucket length
     assert torch.equal(stored.mask[:, :width], music.mask) and not stored.mask[:, width:].any()
     # s~ comes back from float16 standardised tokens: equal up to float16 rounding of ~1e-3 relative.

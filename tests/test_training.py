@@ -13,8 +13,10 @@ from mgsv.data.synthetic import SyntheticConfig, write_synthetic_dataset
 from mgsv.errors import MgsvError, OutputExistsError
 from mgsv.models.checkpoint import load_checkpoint
 from mgsv.models.registry import get_preset
+from mgsv.training.overrides import parse_set_items
+from mgsv.training.recipe import recipe_for
 from mgsv.training.schedule import warmup_cosine, warmup_cosine_factor
-from mgsv.training.trainer import Trainer, TrainSettings, parse_train_overrides
+from mgsv.training.trainer import Trainer, TrainSettings
 
 TINY_MODEL = {"dim": 32, "detr_ffn_dim": 64, "enhance_ffn_dim": 64, "decoder_layers": 2}
 TINY_RECIPE = {"epochs": 3, "batch_size": 16, "min_epochs": 1, "patience": 5, "eval_batch_size": 64}
@@ -65,7 +67,7 @@ def test_a_run_writes_checkpoints_logs_and_curves(data: Path, tmp_path: Path) ->
     run = json.loads((out / "run.json").read_text())
     assert run["preset"] == "made" and run["recipe"]["epochs"] == 3
     # The frozen positional query never moves; trained weights do.
-    torch.manual_seed(get_preset("made").training.seed)
+    torch.manual_seed(recipe_for("made").seed)
     initial = get_preset("made").build_model(**TINY_MODEL)
     trained, _ = load_checkpoint(out / "checkpoints" / "last")
     assert not torch.equal(trained.enhance["video"].proj.weight, initial.enhance["video"].proj.weight)
@@ -128,17 +130,17 @@ def test_resume_refuses_another_config(data: Path, tmp_path: Path) -> None:
 
 def test_overrides_are_typed_and_checked() -> None:
     preset = get_preset("made")
-    model, recipe = parse_train_overrides(preset, ["dim=64", "model.enhance=false", "train.epochs=5",
+    model, recipe = parse_set_items(preset, ["dim=64", "model.enhance=false", "train.epochs=5",
                                                    "train.lr={\"enhancement\": 1e-4, \"matching\": 1e-4, "
                                                    "\"detection\": 1e-4}"])
     assert model == {"dim": 64, "enhance": False}
     assert recipe["epochs"] == 5 and recipe["lr"]["matching"] == 1e-4
     with pytest.raises(MgsvError, match="unknown MaDeConfig key 'dimm'"):
-        parse_train_overrides(preset, ["dimm=3"])
+        parse_set_items(preset, ["dimm=3"])
     with pytest.raises(MgsvError, match="unknown training setting 'epoch'"):
-        parse_train_overrides(preset, ["train.epoch=3"])
+        parse_set_items(preset, ["train.epoch=3"])
     with pytest.raises(MgsvError, match="expected KEY=VALUE"):
-        parse_train_overrides(preset, ["dim"])
+        parse_set_items(preset, ["dim"])
 
 
 def test_train_fraction_and_small_train_split(data: Path, tmp_path: Path) -> None:

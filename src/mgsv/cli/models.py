@@ -26,13 +26,15 @@ def models_command(
         _print_parameter_table(as_json)
         return
 
+    from mgsv.training.recipe import recipe_for
+
     rows = []
     for preset in list_presets():
         rows.append({
             "name": preset.name,
             "description": preset.description,
             "parameters": count_preset_parameters(preset),
-            "learning_rates": dict(preset.training.lr),
+            "learning_rates": dict(recipe_for(preset.name).lr),
         })
     if as_json:
         typer.echo(json.dumps({"presets": rows}, indent=2))
@@ -98,12 +100,13 @@ def convert_command(
     from mgsv.models.checkpoint import save_checkpoint
     from mgsv.models.made import MaDeConfig
     from mgsv.models.official_keys import model_from_official, read_official_state_dict
-    from mgsv.models.registry import parameter_counts, parse_overrides
+    from mgsv.models.registry import parameter_counts
+    from mgsv.training.overrides import parse_model_overrides
 
     if out.exists() and not force:
         raise OutputExistsError(f"{out}: already exists (use --force to replace it)")
     state, extras = read_official_state_dict(official, allow_pickle=allow_pickle)
-    model, dropped = model_from_official(state, where=str(official), **parse_overrides(MaDeConfig, overrides or []))
+    model, dropped = model_from_official(state, where=str(official), **parse_model_overrides(MaDeConfig, overrides or []))
     metadata = {"source": "official xxayt/MGSV checkpoint", "converted_from": official.name,
                 "frozen_encoder_tensors_dropped": dropped, **{f"official_{k}": v for k, v in extras.items()}}
     save_checkpoint(model, out, preset="made", feature_specs={k: v.to_dict() for k, v in DEFAULT_SPECS.items()},

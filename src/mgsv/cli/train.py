@@ -32,9 +32,10 @@ def train(
 ) -> None:
     """Train a preset on a dataset folder with the official recipe (resumable; torchrun for several GPUs)."""
     from mgsv.models.registry import get_preset
-    from mgsv.training.trainer import Trainer, TrainSettings, parse_train_overrides
+    from mgsv.training.overrides import parse_set_items
+    from mgsv.training.trainer import Trainer, TrainSettings
 
-    model_overrides, recipe_overrides = parse_train_overrides(get_preset(preset), overrides)
+    model_overrides, recipe_overrides = parse_set_items(get_preset(preset), overrides)
     settings = TrainSettings(
         preset=preset, data_dir=data, out_dir=out, model_overrides=model_overrides,
         recipe_overrides=recipe_overrides, precision=precision, device=device, resume=resume,

@@ -25,8 +25,8 @@ import numpy as np
 
 from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.errors import InputError
+from mgsv.inference.spans import cw_to_seconds  # noqa: F401  (re-exported: scoring turns spans into seconds)
 
-# Fixed music horizon of MGSV-EC: spans are normalised by it and predicted ends are clipped to it (REF §1.2, §5).
 RECALL_KS = (1, 3, 5, 10, 20, 25, 50, 100)
 MOR_KS = (1, 10, 50, 100)
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -53,15 +53,6 @@ def iou_name(threshold: float) -> str:
 def official_miou_quirk_name(k: int) -> str:
     """Name of the official code's `R{k}_miou` value (mean IoU of rank <= k queries, divided once more by N)."""
     return f"official_R{k}_miou"
-
-
-def cw_to_seconds(spans_cw: np.ndarray, horizon: float = MUSIC_HORIZON_S) -> np.ndarray:
-    """Normalised (centre, width) spans [N, 2] -> (start, end) seconds [N, 2], float32 as the official code does."""
-    cw = np.asarray(spans_cw, dtype=_F32)
-    half = _F32(0.5) * cw[:, 1]
-    start = (cw[:, 0] - half) * _F32(horizon)
-    end = (cw[:, 0] + half) * _F32(horizon)
-    return np.stack([start, end], axis=-1)
 
 
 def moment_iou(

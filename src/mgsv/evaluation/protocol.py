@@ -1,6 +1,6 @@
 """The evaluation protocol of the paper on one split: SmG, V2MR and MsG from a grounding model and features.
 
-- Music set = the distinct tracks of the split (REF §5). Every track is encoded once (projection, enhancement,
+- Music set = the distinct tracks of the split (docs/official-code.md, "Evaluation"). Every track is encoded once (projection, enhancement,
   X-Pool keys and values); every query video once.
 - V2MR: p_s of every query against every track of the set (the model chunks the [N, M] work).
 - SmG: detection on each query's own ground-truth track.
@@ -11,31 +11,26 @@
 
 Scores follow `mgsv.evaluation.metrics` exactly (official clipping, strict thresholds, de-duplicated ranks).
 
-Capabilities: a model without `relevance` (a grounding-only baseline) gets SmG only; one without `detect` (a
-retrieval-only baseline) gets V2MR only. The metrics it cannot produce are listed in `EvalResult.not_computed` with
-the reason, never estimated, and asking such a model for MsG (top_k > 0) raises `CapabilityError`.
-Encodings are opaque to the protocol: it only needs `len`, `select(index)` and a `concat` of their class.
+Capabilities (`mgsv.models.contract`): a model that does not rank (a grounding-only baseline) gets SmG only; one
+that does not ground (a retrieval-only baseline) gets V2MR only. The metrics it cannot produce are listed in
+`EvalResult.not_computed` with the reason, never estimated, and asking such a model for MsG (top_k > 0) raises
+`CapabilityError`. The batched work itself is `mgsv.inference.batched`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mgsv.data.dataset import PairDataset
 from mgsv.data.predictions import Prediction, RankedTrack
 from mgsv.evaluation import metrics
-from mgsv.models.baselines.common import CapabilityError, can_ground, can_rank
-from mgsv.models.made import VideoEncoding
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+from mgsv.inference.batched import Progress, detect_pairs, encode_items, relevance_matrix
+from mgsv.inference.spans import cw_to_seconds
+from mgsv.models.contract import CapabilityError, capabilities_of, model_name
 
 
 @dataclass
@@ -86,42 +81,6 @@ class EvalResult:
         return result
 
 
-def autocast(precision: str, device: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast for `precision == "bf16"`, otherwise a no-op."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
-    if precision == "bf16":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _chunks(n: int, size: int) -> Iterator[slice]:
-    for begin in range(0, n, size):
-        yield slice(begin, min(begin + size, n))
-
-
-def concat_encodings(parts: list[Any]) -> Any:
-    """Concatenate a model's encodings of several batches (its encoding class provides `concat`)."""
-    if isinstance(parts[0], VideoEncoding):
-        return concat_videos(parts)
-    return type(parts[0]).concat(parts)
-
-
-def concat_videos(parts: list[VideoEncoding]) -> VideoEncoding:
-    """Concatenate VideoEncodings of several batches, padded to the longest sequence."""
-    length = max(p.mask.shape[1] for p in parts)
-
-    def pad(t: torch.Tensor) -> torch.Tensor:
-        extra = length - t.shape[1]
-        return F.pad(t, (0, 0, 0, extra)) if t.dim() == 3 else F.pad(t, (0, extra))
-
-    return VideoEncoding(
-        torch.cat([pad(p.tokens) for p in parts]), torch.cat([pad(p.mask) for p in parts]),
-        torch.cat([p.embedding for p in parts]), torch.cat([pad(p.detection_tokens) for p in parts]),
-    )
-
-
-@torch.inference_mode()
 def encode_split(
     model: nn.Module,
     dataset: PairDataset,
@@ -136,61 +95,14 @@ def encode_split(
     music_ids = list(dict.fromkeys(dataset.music_ids))
     column_of = {m: j for j, m in enumerate(music_ids)}
     gt_column = np.array([column_of[m] for m in dataset.music_ids], dtype=np.int64)
-    device = options.device
     video_ids = dataset.video_ids if rows is None else [dataset.video_ids[i] for i in rows]
-    video_parts, music_parts = [], []
-    with autocast(options.precision, device):
-        for part in _chunks(len(video_ids), options.batch_size):
-            feats, mask = dataset.videos.batch(video_ids[part])
-            video_parts.append(model.encode_video(feats.to(device), mask.to(device).bool()))
-            if progress:
-                progress("encode videos", part.stop, len(video_ids))
-        for part in _chunks(len(music_ids), options.batch_size):
-            feats, mask = dataset.music.batch(music_ids[part])
-            music_parts.append(model.encode_music(feats.to(device), mask.to(device).bool()))
-            if progress:
-                progress("encode tracks", part.stop, len(music_ids))
-    return concat_encodings(video_parts), concat_encodings(music_parts), music_ids, gt_column
-
-
-@torch.inference_mode()
-def detect_pairs(
-    model: nn.Module,
-    videos: Any,
-    music: Any,
-    video_index: np.ndarray,
-    music_index: np.ndarray,
-    options: EvalOptions,
-    progress: Progress | None = None,
-    stage: str = "detect",
-) -> np.ndarray:
-    """Normalised (centre, width) of the last decoder layer for each (video_index[i], music_index[i]) pair."""
-    out = np.empty((len(video_index), 2), dtype=np.float32)
-    device = torch.device(options.device)
-    with autocast(options.precision, options.device):
-        for part in _chunks(len(video_index), options.detect_batch_size):
-            v = videos.select(torch.as_tensor(video_index[part], device=device))
-            m = music.select(torch.as_tensor(music_index[part], device=device))
-            out[part] = model.detect(v, m).final_spans.float().cpu().numpy()
-            if progress:
-                progress(stage, part.stop, len(video_index))
-    return out
-
-
-@torch.inference_mode()
-def relevance_matrix(
-    model: nn.Module, videos: Any, music: Any, options: EvalOptions,
-    progress: Progress | None = None,
-) -> np.ndarray:
-    """p_s [N videos, M tracks] as float32, computed in row chunks."""
-    rows = []
-    with autocast(options.precision, options.device):
-        for part in _chunks(len(videos), options.batch_size):
-            index = torch.arange(part.start, part.stop, device=torch.device(options.device))
-            rows.append(model.relevance(videos.select(index), music).float().cpu().numpy())
-            if progress:
-                progress("relevance", part.stop, len(videos))
-    return np.concatenate(rows) if rows else np.zeros((0, len(music)), dtype=np.float32)
+    run = {"batch_size": options.batch_size, "precision": options.precision, "device": options.device,
+           "progress": progress}
+    videos = encode_items(model.encode_video, lambda part: dataset.videos.batch(video_ids[part]), len(video_ids),
+                          stage="encode videos", **run)
+    music = encode_items(model.encode_music, lambda part: dataset.music.batch(music_ids[part]), len(music_ids),
+                         stage="encode tracks", **run)
+    return videos, music, music_ids, gt_column
 
 
 def top_columns(scores: np.ndarray, gt_column: np.ndarray, k: int) -> np.ndarray:
@@ -248,28 +160,32 @@ def collect_outputs(
     options = options or EvalOptions()
     options = replace(options, top_k=resolve_top_k(model, options.top_k))
     check_capabilities(model, options.top_k)
+    able = capabilities_of(model)
+    detect = {"batch_size": options.detect_batch_size, "precision": options.precision, "device": options.device,
+              "progress": progress}
     rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
     was_training = model.training
     model.eval()
     try:
         videos, music, music_ids, gt_column = encode_split(model, dataset, options, progress, rows)
-        scores = relevance_matrix(model, videos, music, options, progress) if can_rank(model) else None
+        scores = None
+        if able.ranks:
+            scores = relevance_matrix(model, videos, music, batch_size=options.batch_size,
+                                      precision=options.precision, device=options.device, progress=progress)
         local = np.arange(len(rows))
         smg_cw = None
-        if can_ground(model):
-            smg_cw = detect_pairs(model, videos, music, local, gt_column[rows], options, progress,
-                                  "detect (GT track)")
+        if able.grounds:
+            smg_cw = detect_pairs(model, videos, music, local, gt_column[rows], stage="detect (GT track)", **detect)
         top = moments = None
         if options.top_k > 0:
             top = top_columns(scores, gt_column[rows], options.top_k)
             k = top.shape[1]
-            top_cw = detect_pairs(
-                model, videos, music, np.repeat(local, k), top.reshape(-1), options, progress, f"detect (top-{k})"
-            )
-            moments = metrics.cw_to_seconds(top_cw).reshape(len(rows), k, 2)
+            top_cw = detect_pairs(model, videos, music, np.repeat(local, k), top.reshape(-1),
+                                  stage=f"detect (top-{k})", **detect)
+            moments = cw_to_seconds(top_cw).reshape(len(rows), k, 2)
     finally:
         model.train(was_training)
-    smg = None if smg_cw is None else metrics.cw_to_seconds(smg_cw)
+    smg = None if smg_cw is None else cw_to_seconds(smg_cw)
     return ModelOutputs(rows, music_ids, scores, smg, top, moments)
 
 
@@ -277,20 +193,21 @@ def resolve_top_k(model: nn.Module, top_k: int | None, default: int = 100) -> in
     """An explicit top_k as given; None -> `default` for a model that ranks and detects, else 0."""
     if top_k is not None:
         return top_k
-    return default if can_rank(model) and can_ground(model) else 0
+    able = capabilities_of(model)
+    return default if able.ranks and able.grounds else 0
 
 
 def check_capabilities(model: nn.Module, top_k: int) -> None:
     """MsG with top_k > 0 needs a model that both ranks and detects; say plainly which half is missing."""
     if top_k <= 0:
         return
-    name = getattr(model, "preset_name", type(model).__name__)
-    if not can_rank(model):
+    name, able = model_name(model), capabilities_of(model)
+    if not able.ranks:
         raise CapabilityError(
             f"{name} is a grounding-only model (single-music grounding): it cannot rank tracks, so V2MR and MsG "
             "(top-k detection) cannot be computed. Evaluate it with top_k 0 (--top-k 0) for SmG, or pair it with a "
             "ranker: mgsv eval --ranker RANKER_RUN --grounder GROUNDER_RUN")
-    if not can_ground(model):
+    if not able.grounds:
         raise CapabilityError(
             f"{name} is a retrieval-only model (video-to-music retrieval): it cannot detect moments, so SmG and MsG "
             "cannot be computed. Evaluate it with top_k 0 (--top-k 0) for V2MR, or pair it with a grounder: "

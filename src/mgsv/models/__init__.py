@@ -1,6 +1,7 @@
-"""Grounding models: MaDe (`made.py`), shared blocks (`layers.py`), presets (`registry.py`), checkpoints."""
+"""Grounding models: MaDe (`made.py`), the paper's baselines (`baselines/`), shared blocks (`layers.py`), what a
+model can do (`contract.py`), the presets (`registry.py`) and checkpoints (`checkpoint.py`)."""
 
-from mgsv.models import baselines  # noqa: F401  (registers the baseline presets)
+from mgsv.models.contract import Capabilities, CapabilityError, capabilities_of
 from mgsv.models.made import (
     Detection,
     MaDe,
@@ -12,17 +13,15 @@ from mgsv.models.made import (
 )
 from mgsv.models.registry import (
     Preset,
-    TrainingRecipe,
     UnknownPresetError,
     build_model,
     get_preset,
     list_presets,
-    param_groups,
     parameter_counts,
 )
 
 __all__ = [
-    "Detection", "MaDe", "MaDeConfig", "MaDeOutput", "MusicEncoding", "Preset", "Relevance", "TrainingRecipe",
-    "UnknownPresetError", "VideoEncoding", "build_model", "get_preset", "list_presets", "param_groups",
+    "Capabilities", "CapabilityError", "Detection", "MaDe", "MaDeConfig", "MaDeOutput", "MusicEncoding", "Preset",
+    "Relevance", "UnknownPresetError", "VideoEncoding", "build_model", "capabilities_of", "get_preset", "list_presets",
     "parameter_counts",
 ]

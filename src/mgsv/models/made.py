@@ -23,13 +23,16 @@ length; the result is the same up to rounding (tests compare both paths).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mgsv.models.contract import Capabilities, IndexLayout
 from mgsv.models.layers import (
     MLP,
     DetrDecoder,
@@ -77,7 +80,7 @@ def standardize_tokens(tokens: Tensor, mask: Tensor, eps: float) -> tuple[Tensor
     """A LayerNorm's normalisation without its affine: (standardised tokens [M, L, d], mean [M, L], std [M, L]).
 
     With X-Pool's input norm (LN1) eps, the standardised tokens are all X-Pool needs from a track at inference
-    (`XPool.similarity_standardized`), and tokens = standardised * std + mean gives them back. Float32; padded
+    (`MaDe.relevance_standardized`), and tokens = standardised * std + mean gives them back. Float32; padded
     positions hold zeros (std 1).
     """
     x = tokens.float()
@@ -201,6 +204,22 @@ class VideoEncoding:
         index = torch.as_tensor(index, dtype=torch.long, device=self.tokens.device)
         return VideoEncoding(*(getattr(self, f.name).index_select(0, index) for f in fields(self)))
 
+    @staticmethod
+    def concat(parts: list[VideoEncoding]) -> VideoEncoding:
+        """Concatenate encodings of several batches (padded to the longest sequence)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        length = max(p.mask.shape[1] for p in parts)
+
+        def pad(t: Tensor) -> Tensor:
+            extra = length - t.shape[1]
+            return F.pad(t, (0, 0, 0, extra)) if t.dim() == 3 else F.pad(t, (0, extra))
+
+        return VideoEncoding(
+            torch.cat([pad(p.tokens) for p in parts]), torch.cat([pad(p.mask) for p in parts]),
+            torch.cat([p.embedding for p in parts]), torch.cat([pad(p.detection_tokens) for p in parts]),
+        )
+
 
 @dataclass
 class MusicEncoding:
@@ -285,11 +304,6 @@ class MaDeOutput:
     fusion_layout: TokenLayout  # where the DETR tokens sit (mask [B, L])
     fusion_pos_rows: Tensor  # DETR position embedding of the valid tokens [N, d]
     logit_scale: Tensor  # learnable log scale of the InfoNCE logits
-
-    @property
-    def fusion_mask(self) -> Tensor:
-        """[B, L] bool mask of the DETR tokens."""
-        return self.fusion_layout.mask
 
     @property
     def fusion_pos(self) -> Tensor:
@@ -488,23 +502,18 @@ class XPool(nn.Module):
         }
         return forms, constants
 
-    def similarity_standardized(self, video_emb: Tensor, standard: Tensor, mask: Tensor) -> Tensor:
-        """S1 [Nv, M] from standardised track tokens (`standardize_tokens` with LN1's eps); float32, the official
-        values up to rounding.
-
-        With x_l the standardised s~_l, LN1(s~_l) = g1 x_l + b1 and the attention logit q . k_proj(LN1(s~_l)) / 16
-        is (W_k^T q * g1 / 16) . x_l plus a term that does not depend on l (softmax ignores it). So one attention of
-        that folded query (`attention_query`) over x gives both the weights and the pooled x (`pool_standardized`);
-        out_proj(v_proj(.)) is affine and the weights sum to one, so the pooled values are
-        W_o W_v (g1 * pooled x + b1) + (W_o b_v + b_o) (`similarity_pooled`). A pair costs one pass over its
-        track's [L, d] tokens; everything after the pooling is d-wide, and can run once for many tracks pooled in
-        blocks. Unlike `similarity` (made for many videos x many tracks), a track stores nothing but x: this is
-        what a large library keeps on disk.
-        """
-        return self.similarity_pooled(video_emb, self.pool_standardized(self.attention_query(video_emb), standard, mask))
-
     def attention_query(self, video_emb: Tensor) -> Tensor:
-        """The query [Nv, d] that attends over standardised tokens: W_k^T q_proj(LN1(h(v))) * g1 / sqrt(d), float32."""
+        """The query [Nv, d] that attends over standardised tokens: W_k^T q_proj(LN1(h(v))) * g1 / sqrt(d), float32.
+
+        With x_l the standardised s~_l (`standardize_tokens` with LN1's eps), LN1(s~_l) = g1 x_l + b1 and the attention
+        logit q . k_proj(LN1(s~_l)) / 16 is (W_k^T q * g1 / 16) . x_l plus a term that does not depend on l (softmax
+        ignores it). So one attention of this folded query over x gives both the weights and the pooled x
+        (`pool_standardized`); out_proj(v_proj(.)) is affine and the weights sum to one, so the pooled values are
+        W_o W_v (g1 * pooled x + b1) + (W_o b_v + b_o) (`similarity_pooled`). A pair costs one pass over its track's
+        [L, d] tokens; everything after the pooling is d-wide, and can run once for many tracks pooled in blocks.
+        Unlike `similarity` (made for many videos x many tracks), a track stores nothing but x: this is what a large
+        library keeps on disk.
+        """
         query = self.query(video_emb).float() @ self.k_proj.weight.float()
         return query * self.norm_in.weight.float() / math.sqrt(self.dim)
 
@@ -671,6 +680,7 @@ class MaDe(nn.Module):
     """MaDe: enhance -> xpool (matching) and fusion -> decoder -> span/class heads (detection)."""
 
     config_class = MaDeConfig
+    capabilities = Capabilities(ranks=True, grounds=True, searchable=True)
 
     def __init__(self, config: MaDeConfig | None = None) -> None:
         super().__init__()
@@ -810,6 +820,42 @@ class MaDe(nn.Module):
             s1 = self.xpool.similarity_pooled(video.embedding, pooled)
         return self._combine(s0, s1)
 
+    # -- the index form a music library stores (mgsv.models.contract.LibrarySearchable) ------------------------
+
+    def index_layout(self) -> IndexLayout:
+        """Per track: h0 and s~ standardised with X-Pool's input-norm eps (float16) with each token's (mean, std),
+        plus the detection tokens when detection fuses other tokens than s~ (docs/scale.md)."""
+        return IndexLayout(self.config.dim, detection_tokens=self.config.fusion_input != "enhanced")
+
+    @torch.no_grad()
+    def index_entries(self, music: MusicEncoding) -> dict[str, np.ndarray]:
+        """What the index stores for a batch of encoded tracks (numpy, per track; see `index_layout`)."""
+        eps = self.xpool.norm_in.eps if self.xpool is not None else 1e-5
+        tokens, mask = music.tokens.float().cpu(), music.mask.cpu()
+        standard, mean, std = standardize_tokens(tokens, mask, eps)
+        entries = {
+            "embedding": music.embedding.float().cpu().numpy(),
+            "tokens": standard.half().numpy(),
+            "moments": torch.stack([mean, std], dim=-1).numpy(),
+            "mask": mask.numpy(),
+        }
+        if self.index_layout().detection_tokens:
+            entries["detection"] = music.detection_tokens.half().cpu().numpy()
+        return entries
+
+    def index_scorer(self, video: VideoEncoding) -> MaDeIndexScorer:
+        """Scores one encoded video against stored tracks from their index form (exact p_s, float32)."""
+        return MaDeIndexScorer(self, video)
+
+    def index_encodings(self, entries: Mapping[str, Tensor]) -> MusicEncoding:
+        """Tracks' encodings for detection, rebuilt from stored entries padded to one length (s~ = x * std + mean;
+        no X-Pool state: detection does not need it)."""
+        mask = entries["mask"]
+        moments = entries["moments"].float()
+        tokens = (entries["tokens"].float() * moments[..., 1:] + moments[..., :1]).masked_fill(~mask[..., None], 0.0)
+        detection = entries["detection"].float() if "detection" in entries else tokens
+        return MusicEncoding(tokens, mask, entries["embedding"].float(), detection, None)
+
     @staticmethod
     def _s1(video_emb: Tensor, h1: Tensor) -> Tensor:
         """S1[i, j] = cos(h(v)_i, h1[j, i]) from h1 in the music-major layout [M, Nv, d] -> float32 [Nv, M].
@@ -928,3 +974,31 @@ class MaDe(nn.Module):
             detection=detection, contrastive_logits=self._contrastive_logits(detection.hidden, video),
             fusion_memory=memory, fusion_layout=layout, fusion_pos_rows=pos, logit_scale=self.logit_scale.view(()),
         )
+
+
+class MaDeIndexScorer:
+    """p_s of one video against tracks stored in MaDe's index form (`MaDe.index_entries`), pooled block by block.
+
+    X-Pool's query folds into one vector (`XPool.attention_query`), each block of standardised tokens is pooled
+    (`XPool.pool_standardized`), and the d-wide rest runs once for every track (`MaDe.relevance_pooled`). Float32
+    whatever the caller's autocast: the stored tokens are float16 already, and bf16 would make scores coarser
+    without making this pass faster.
+    """
+
+    def __init__(self, model: MaDe, video: VideoEncoding) -> None:
+        if len(video) != 1:
+            raise ModelInputError(f"an index scorer ranks for one video, got {len(video)}")
+        self.model, self.video = model, video
+        self.needs_tokens = model.xpool is not None  # without X-Pool, p_s needs no tokens at all
+        with torch.autocast(video.embedding.device.type, enabled=False):
+            self.query = model.xpool.attention_query(video.embedding) if self.needs_tokens else None
+
+    def pool(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """Pooled standardised tokens [c, 1, d] of a block of tracks (tokens [c, L, d], mask [c, L])."""
+        with torch.autocast(tokens.device.type, enabled=False):
+            return self.model.xpool.pool_standardized(self.query, tokens, mask)
+
+    def scores(self, embeddings: Tensor, pooled: Tensor | None) -> Tensor:
+        """p_s [n] from h0 [n, d] and the pooled tokens [n, 1, d] (None without X-Pool)."""
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return self.model.relevance_pooled(self.video, embeddings, pooled)[0]

@@ -1,25 +1,31 @@
-"""Named presets: a model config, how to build it, and the training recipe that goes with it.
+"""Named presets: every model mgsv can build, in one table (`PRESETS`), with its config defaults and builder.
 
-`get_preset("made")` returns a `Preset`; `build_model("made", dim=64)` builds one (fields overridden). Baselines
-register their presets here too (`register`), so `mgsv models`, checkpoints and the trainer find every model
-by name. A model built from a preset exposes `parameter_groups() -> {group name: [parameters]}`; `param_groups`
-turns that into optimiser groups with the preset's learning rates.
+`get_preset("made")` returns a `Preset`; `build_model("made", dim=64)` builds one (fields overridden). `mgsv models`,
+checkpoints, evaluation and the trainer find every model by name here, and nowhere else. A model built from a
+preset declares what it can do (`mgsv.models.contract`) and its optimiser groups (`parameter_groups()`); how each
+preset is trained (learning rates, loss weights, schedule) is the trainer's business (`mgsv.training.recipe`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from mgsv.errors import MgsvError
+from mgsv.models.baselines.conquer import CONQUER, ConquerConfig
+from mgsv.models.baselines.eatr import EaTR, EatrConfig
+from mgsv.models.baselines.moment_detr import MomentDETR, MomentDetrConfig
+from mgsv.models.baselines.mvpt import MVPt, MvptConfig
+from mgsv.models.baselines.qd_detr import QDDETR, QdDetrConfig
+from mgsv.models.baselines.tr_detr import TRDETR, TrDetrConfig
+from mgsv.models.baselines.uvcom import UVCOM, UvcomConfig
+from mgsv.models.contract import Capabilities, capabilities_of
 from mgsv.models.made import MaDe, MaDeConfig
-
-GROUPS = ("enhancement", "matching", "detection")
 
 
 class UnknownPresetError(MgsvError, KeyError):
@@ -34,45 +40,14 @@ class ConfigError(MgsvError, ValueError):
 
 
 @dataclass(frozen=True)
-class TrainingRecipe:
-    """Training hyper-parameters of a preset (the official script's, unless the preset says otherwise)."""
-
-    lr: Mapping[str, float] = field(
-        default_factory=lambda: {"enhancement": 3e-4, "matching": 3e-4, "detection": 3e-4})
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    grad_clip_norm: float = 1.0  # applied to each optimiser group separately
-    schedule: str = "warmup_cosine"  # linear warmup from 0, then cosine to 0, stepped every iteration
-    warmup_rate: float = 0.02
-    epochs: int = 100
-    min_epochs: int = 60  # early stop: not before this epoch ...
-    patience: int = 20  # ... and only after this many epochs without a new best val metric
-    batch_size: int = 512
-    eval_batch_size: int = 40
-    seed: int = 42
-    loss_weights: Mapping[str, float] = field(default_factory=lambda: {
-        "retrieval": 1.0, "localization": 1.0, "span": 4.0, "giou": 1.0, "label": 0.8,
-        "contrastive_align": 0.2, "eos_coef": 0.1,
-    })
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        data = dataclasses.asdict(self)
-        data["lr"], data["loss_weights"], data["betas"] = dict(self.lr), dict(self.loss_weights), list(self.betas)
-        return data
-
-
-@dataclass(frozen=True)
 class Preset:
-    """A named model: its config class and defaults, a builder, a one-line description and its training recipe."""
+    """A named model: its config class and defaults, a builder and a one-line description."""
 
     name: str
     description: str
     config_class: type
     defaults: Mapping[str, Any]
     build: Callable[[Any], nn.Module]
-    training: TrainingRecipe = field(default_factory=TrainingRecipe)
 
     def config(self, **overrides: Any) -> Any:
         """A fresh config: the preset's defaults with `overrides` applied (unknown keys -> ConfigError)."""
@@ -88,34 +63,24 @@ class Preset:
         model.preset_name = self.name
         return model
 
-    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Optimiser groups of `model` with this preset's learning rates."""
-        return param_groups(model, self.training)
-
-
-_PRESETS: dict[str, Preset] = {}
-
-
-def register(preset: Preset) -> Preset:
-    """Add a preset; names are unique."""
-    if preset.name in _PRESETS:
-        raise ValueError(f"preset {preset.name!r} is already registered")
-    _PRESETS[preset.name] = preset
-    return preset
+    @property
+    def capabilities(self) -> Capabilities:
+        """What models of this preset can do (declared by the model class)."""
+        return capabilities_of(self.build)
 
 
 def list_presets() -> list[Preset]:
-    """Every registered preset, in registration order."""
-    return list(_PRESETS.values())
+    """Every preset, in the table's order (MaDe, then the paper's baselines in its order)."""
+    return list(PRESETS)
 
 
 def get_preset(name: str) -> Preset:
     """The preset called `name`; an unknown name raises `UnknownPresetError` listing the valid ones."""
     try:
-        return _PRESETS[name]
+        return _BY_NAME[name]
     except KeyError:
         raise UnknownPresetError(
-            f"unknown model preset {name!r}; valid presets: {', '.join(_PRESETS)}") from None
+            f"unknown model preset {name!r}; valid presets: {', '.join(_BY_NAME)}") from None
 
 
 def build_model(name: str, **overrides: Any) -> nn.Module:
@@ -136,45 +101,6 @@ def config_from_dict(config_class: type, data: Mapping[str, Any], where: str = "
         return config_class(**data)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-
-
-def parse_overrides(config_class: type, items: list[str]) -> dict[str, Any]:
-    """`["key=value", ...]` from a command line -> typed config overrides (bool, int, float or str per field)."""
-    types = {f.name: f.type for f in dataclasses.fields(config_class)}
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key, text = key.strip(), text.strip()
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE")
-        if key not in types:
-            raise ConfigError(f"override {item!r}: unknown {config_class.__name__} key {key!r}; known keys: "
-                              f"{', '.join(types)}")
-        kind = str(types[key])
-        try:
-            if kind == "bool":
-                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(f"expected true or false, got {text!r}")
-                value: Any = text.lower() in ("true", "1", "yes")
-            elif kind == "int":
-                value = int(text)
-            elif kind == "float":
-                value = float(text)
-            else:
-                value = text
-        except ValueError as exc:
-            raise ConfigError(f"override {item!r}: {exc}") from exc
-        overrides[key] = value
-    return overrides
-
-
-def param_groups(model: nn.Module, training: TrainingRecipe) -> list[dict[str, Any]]:
-    """`[{"name", "params", "lr"}, ...]` for torch optimisers, one per group the model reports, in GROUPS order."""
-    groups = model.parameter_groups()
-    missing = [name for name in groups if name not in training.lr]
-    if missing:
-        raise ValueError(f"the training recipe has no learning rate for group(s) {missing}")
-    return [{"name": name, "params": params, "lr": training.lr[name]} for name, params in groups.items()]
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -198,24 +124,109 @@ def count_preset_parameters(preset: Preset) -> dict[str, int]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# MaDe presets
+# The table
 
-register(Preset(
-    name="made",
-    description="MaDe as the official code runs it (the published numbers): decoder self-attention, fixed P, "
-                "dropout 0.8/0.3/0.1, lr 3e-4",
-    config_class=MaDeConfig,
-    defaults={},
-    build=MaDe,
-))
+PRESETS: tuple[Preset, ...] = (
+    Preset(
+        name="made",
+        description="MaDe as the official code runs it (the published numbers): decoder self-attention, fixed P, "
+                    "dropout 0.8/0.3/0.1, lr 3e-4",
+        config_class=MaDeConfig,
+        defaults={},
+        build=MaDe,
+    ),
+    Preset(
+        name="made-paper",
+        description="MaDe as the paper's text describes it: 6 decoder cross-attentions without self-attention, "
+                    "learnable P, dropout 0.1 everywhere, lr 1e-4",
+        config_class=MaDeConfig,
+        defaults={"decoder_self_attention": False, "train_query_pos": True, "enhance_dropout": 0.1,
+                  "xpool_dropout": 0.1, "detr_dropout": 0.1},
+        build=MaDe,
+    ),
+    # The MGSV paper's baselines (its Tables 1 and 4), in the paper's order; docs/baselines.md describes each.
+    Preset(
+        name="moment-detr",
+        description="Moment-DETR re-purposed for SmG (grounding only): concat fusion + SA x2, decoder with 10 queries",
+        config_class=MomentDetrConfig,
+        defaults={},
+        build=MomentDETR,
+    ),
+    Preset(
+        name="qd-detr",
+        description="QD-DETR re-purposed for SmG (grounding only): text-to-video cross-attention x2, SA x2 with a "
+                    "global token, anchor decoder",
+        config_class=QdDetrConfig,
+        defaults={},
+        build=QDDETR,
+    ),
+    Preset(
+        name="qd-detr+",
+        description="QD-DETR+ (MGSV paper): QD-DETR with the fusion cross-attention removed (concat + SA x2)",
+        config_class=QdDetrConfig,
+        defaults={"cross_attention": False},
+        build=QDDETR,
+    ),
+    Preset(
+        name="tr-detr",
+        description="TR-DETR re-purposed for SmG (grounding only): VSL fuser, cross-attention x2, SA x2, HD2MR, "
+                    "anchor decoder",
+        config_class=TrDetrConfig,
+        defaults={},
+        build=TRDETR,
+    ),
+    Preset(
+        name="tr-detr+",
+        description="TR-DETR+ (MGSV paper): TR-DETR with the fusion cross-attention removed (concat + SA x2)",
+        config_class=TrDetrConfig,
+        defaults={"cross_attention": False},
+        build=TRDETR,
+    ),
+    Preset(
+        name="eatr",
+        description="EaTR re-purposed for SmG (grounding only): concat + SA x3, event slots as anchors, gated-fusion "
+                    "anchor decoder x3",
+        config_class=EatrConfig,
+        defaults={},
+        build=EaTR,
+    ),
+    Preset(
+        name="uvcom",
+        description="UVCOM re-purposed for SmG (grounding only): t2v + v2t cross-attention, EM centres, random walk, "
+                    "SA x2, slot-initialised anchor decoder",
+        config_class=UvcomConfig,
+        defaults={},
+        build=UVCOM,
+    ),
+    Preset(
+        name="uvcom+",
+        description="UVCOM+ (MGSV paper): UVCOM with the fusion (text-to-video) cross-attention removed (concat + SA x2)",
+        config_class=UvcomConfig,
+        defaults={"cross_attention": False},
+        build=UVCOM,
+    ),
+    Preset(
+        name="mvpt",
+        description="MVPt (V2MR only): two transformer towers, CLS-token embeddings, symmetric InfoNCE",
+        config_class=MvptConfig,
+        defaults={},
+        build=MVPt,
+    ),
+    Preset(
+        name="mvpt+",
+        description="MVPt+ (MGSV paper, V2MR only): MVPt with mean pooling instead of the CLS token",
+        config_class=MvptConfig,
+        defaults={"pooling": "mean"},
+        build=MVPt,
+    ),
+    Preset(
+        name="conquer",
+        description="CONQUER re-trained for MGSV (ranks and grounds): BiDAF query-aware clips, start / end heads, "
+                    "shared normalization over candidate tracks",
+        config_class=ConquerConfig,
+        defaults={},
+        build=CONQUER,
+    ),
+)
 
-register(Preset(
-    name="made-paper",
-    description="MaDe as the paper's text describes it: 6 decoder cross-attentions without self-attention, "
-                "learnable P, dropout 0.1 everywhere, lr 1e-4",
-    config_class=MaDeConfig,
-    defaults={"decoder_self_attention": False, "train_query_pos": True, "enhance_dropout": 0.1,
-              "xpool_dropout": 0.1, "detr_dropout": 0.1},
-    build=MaDe,
-    training=TrainingRecipe(lr={"enhancement": 1e-4, "matching": 1e-4, "detection": 1e-4}),
-))
+_BY_NAME: dict[str, Preset] = {preset.name: preset for preset in PRESETS}

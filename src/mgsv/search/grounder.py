@@ -35,7 +35,7 @@ from mgsv.features.spec import FeatureSpec
 from mgsv.search import ranker
 from mgsv.search.candidates import SearchOptions
 from mgsv.search.catalog import TrackFilter
-from mgsv.search.library import EncodedLibrary, MusicLibrary, Progress, Track, model_fingerprint
+from mgsv.search.library import EncodedLibrary, MusicLibrary, Progress, Track
 
 if TYPE_CHECKING:
     import torch
@@ -118,6 +118,8 @@ class Grounder:
         self.source = source
         self.clip = clip
         self.search = search or SearchOptions()
+        from mgsv.models.contract import model_fingerprint
+
         self.fingerprint = model_fingerprint(self.model)  # names the model's track index in every library
         if clip is not None:
             self.video_spec.check_compatible(clip.spec, what=f"CLIP encoder {clip.encoder_id} vs checkpoint {source}")
@@ -226,7 +228,7 @@ class Grounder:
         if eligible is not None and not eligible.any():
             raise self._nothing_eligible(source, library, encoded, condition, fit_duration, video_duration)
         with torch.inference_mode():
-            from mgsv.evaluation.protocol import autocast
+            from mgsv.inference.batched import autocast
 
             frames = torch.from_numpy(feats)[None].to(self.device)
             mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=self.device)
@@ -237,7 +239,7 @@ class Grounder:
         scores = ranker.exact_scores(self.model, video, encoded.index, candidates)
         best = ranker.top_rows(scores, top)
         rows = candidates[best]
-        music = encoded.index.encodings(rows, self.device)
+        music = self.model.index_encodings(encoded.index.entries(rows, self.device))
         predicted, centres = ranker.detect_moments(
             self.model, video, music, np.arange(len(rows)), self.precision, self.device
         )

@@ -28,7 +28,6 @@ hidden at once and compacted away once they are many. The three most recently up
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -481,7 +480,10 @@ class MusicLibrary:
         An instance keeps what it opened until the library's revision changes.
         """
         options = options or SearchOptions()
-        fingerprint = fingerprint or model_fingerprint(model)
+        if fingerprint is None:
+            from mgsv.models.contract import model_fingerprint
+
+            fingerprint = model_fingerprint(model)
         held = self._encodings.get(fingerprint)
         with self._connect() as db:
             db.execute("BEGIN")  # one snapshot: the revision and the tracks it counts
@@ -713,25 +715,3 @@ def _free_id(stem: str, taken: set[str]) -> str:
 
 def _bump_revision(db: sqlite3.Connection) -> None:
     db.execute("UPDATE state SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'revision'")
-
-
-# ------------------------------------------------------------------------------------------------ model cache
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of a model's preset, config and every weight: equal fingerprints compute equal encodings."""
-    import torch
-
-    digest = hashlib.sha256()
-    config = getattr(model, "config", None)
-    header = {
-        "preset": getattr(model, "preset_name", type(model).__name__),
-        "config": config.to_dict() if hasattr(config, "to_dict") else repr(config),
-    }
-    digest.update(json.dumps(header, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{value.dtype}:{list(value.shape)}".encode())
-        if value.numel():
-            digest.update(value.view(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: works for bf16 too
-    return digest.hexdigest()[:16]

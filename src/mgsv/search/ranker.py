@@ -1,17 +1,18 @@
 """Music-set grounding for one video: candidates, exact p_s on them, then detection on the top k.
 
-This is the paper's MsG protocol run for real (one moment per top-k track, REF §5, §6), made to scale:
+This is the paper's MsG protocol run for real (one moment per top-k track, docs/official-code.md "Evaluation"),
+made to scale:
 
 1. candidates: the K tracks of highest S0 = cos(h(v), h0(M)) among the eligible ones (`mgsv.search.candidates`);
    with K >= the eligible tracks (a library of up to K tracks) every track is a candidate and search is exhaustive.
-2. `exact_scores`: p_s = S0 + S1 of the candidates, computed exactly (X-Pool included) from the track index's
-   stored tokens, block by block (`TrackIndex.blocks`: bounded buffers, the next block read while one is scored).
+2. `exact_scores`: p_s of the candidates, computed exactly by the model from the track index's stored form
+   (`index_scorer`), block by block (`TrackIndex.blocks`: bounded buffers, the next block read while one is scored).
 3. `detect_moments`: a moment only for the top k tracks, where it will be shown.
 
 Moments come out of the model as a normalised (centre, width) over the 240 s horizon and are turned into seconds,
 then placed inside the track:
 
-- `clip_to_track`: the official clipping to [0, min(240, track duration)] (REF §5). A moment that falls entirely
+- `clip_to_track`: the official clipping to [0, min(240, track duration)] (docs/official-code.md, "Evaluation"). A moment that falls entirely
   past the end of a short track would clip to nothing; it is moved back to end at the track's end instead.
 - `fit_to_length`: a moment of an exact length (the video's), centred on the prediction and shifted to stay inside
   the track; a track shorter than that length cannot host it (`None`).
@@ -19,47 +20,43 @@ then placed inside the track:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from mgsv.defaults import MUSIC_HORIZON_S
-from mgsv.evaluation.metrics import cw_to_seconds
-from mgsv.evaluation.protocol import EvalOptions, detect_pairs
-from mgsv.models.made import MusicEncoding, VideoEncoding
+from mgsv.inference.batched import detect_pairs
+from mgsv.inference.spans import centres_in_seconds, cw_to_seconds
 from mgsv.search.track_index import READ_CHUNK, TrackIndex
 
 MIN_MOMENT_S = 0.5  # a clipped moment shorter than this is treated as having fallen off the track
 
 
 @torch.inference_mode()
-def exact_scores(model: torch.nn.Module, video: VideoEncoding, index: TrackIndex, rows: np.ndarray) -> np.ndarray:
+def exact_scores(model: torch.nn.Module, video: Any, index: TrackIndex, rows: np.ndarray) -> np.ndarray:
     """p_s of one encoded video against track index rows (in the given order): float32 [len(rows)].
 
     Float32 whatever the grounding precision: scoring is a pass over the candidates' stored float16 tokens, which
     bf16 would make coarser without making faster here.
     """
-    if len(video) != 1:
-        raise ValueError(f"exact_scores ranks for one video, got {len(video)}")
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty(len(rows), dtype=np.float32)
     if not len(rows):
         return out
+    scorer = model.index_scorer(video)
     embeddings = torch.from_numpy(index.embedding_rows(rows))
-    xpool = getattr(model, "xpool", None)
     pooled = None
-    with torch.autocast(video.embedding.device.type, enabled=False):
-        if xpool is not None:  # without X-Pool, p_s needs no tokens at all
-            query = xpool.attention_query(video.embedding)
-            pooled = torch.empty(len(rows), 1, index.dim)
-            # One float32 buffer for every block: converting into memory that stays in cache keeps this fast.
-            buffer = index.buffer("float32", min(READ_CHUNK, len(rows)) * int(index.lengths[rows].max()) * index.dim,
-                                  torch.float32)
-            for positions, tokens, mask in index.blocks(rows):
-                block = buffer[: tokens.numel()].view(tokens.shape)
-                block.copy_(tokens)
-                pooled[torch.from_numpy(positions)] = xpool.pool_standardized(query, block, mask)
-        # The d-wide rest (value map, LayerNorms, cosines) once for every candidate.
-        out[:] = model.relevance_pooled(video, embeddings, pooled)[0].numpy()
+    if scorer.needs_tokens:
+        pooled = torch.empty(len(rows), 1, index.dim)
+        # One float32 buffer for every block: converting into memory that stays in cache keeps this fast.
+        buffer = index.buffer("float32", min(READ_CHUNK, len(rows)) * int(index.lengths[rows].max()) * index.dim,
+                              torch.float32)
+        for positions, tokens, mask in index.blocks(rows):
+            block = buffer[: tokens.numel()].view(tokens.shape)
+            block.copy_(tokens)
+            pooled[torch.from_numpy(positions)] = scorer.pool(block, mask)
+    # The d-wide rest once for every candidate.
+    out[:] = scorer.scores(embeddings, pooled).numpy()
     return out
 
 
@@ -76,8 +73,8 @@ def top_rows(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> 
 
 def detect_moments(
     model: torch.nn.Module,
-    video: VideoEncoding,
-    music: MusicEncoding,
+    video: Any,
+    music: Any,
     rows: np.ndarray,
     precision: str = "fp32",
     device: str = "cpu",
@@ -86,9 +83,9 @@ def detect_moments(
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
         return np.zeros((0, 2), dtype=np.float32), np.zeros(0, dtype=np.float32)
-    options = EvalOptions(precision=precision, device=device, detect_batch_size=max(1, len(rows)))
-    spans = detect_pairs(model, video, music, np.zeros(len(rows), dtype=np.int64), rows, options)
-    return cw_to_seconds(spans), spans[:, 0] * np.float32(MUSIC_HORIZON_S)
+    spans = detect_pairs(model, video, music, np.zeros(len(rows), dtype=np.int64), rows,
+                         batch_size=max(1, len(rows)), precision=precision, device=device)
+    return cw_to_seconds(spans), centres_in_seconds(spans)
 
 
 def clip_to_track(start: float, end: float, track_seconds: float) -> tuple[float, float]:

@@ -15,10 +15,12 @@ per (model, track) and kept here. Nothing scales with the library in RAM except 
             mask-LLL.npy        [n_L, L] bool
             detection-LLL.npy   [n_L, L, d] float16, only for models that detect on other tokens than s~
 
-Why this form: X-Pool's keys and values are both affine in LN1(s~), so the standardised tokens x are the whole of
-X-Pool's per-track input (`XPool.similarity_standardized`): one [L, d] float16 array per track, half of what
-keys + values would take and a quarter of the Gram form the in-RAM path uses. Tracks sit in length buckets
-(windows rounded up to 8) rather than padded to 96 windows.
+What the arrays hold is the model's business (`mgsv.models.contract.LibrarySearchable`: it fills them with
+`index_entries`, scores them with `index_scorer` and rebuilds encodings from them with `index_encodings`). For MaDe:
+X-Pool's keys and values are both affine in LN1(s~), so the standardised tokens x are the whole of X-Pool's
+per-track input (`MaDe.relevance_standardized`): one [L, d] float16 array per track, half of what keys + values
+would take and a quarter of the Gram form the in-RAM path uses. Tracks sit in length buckets (windows rounded up
+to 8) rather than padded to 96 windows.
 
 Bytes per track (d = 256, MGSV-EC's mean of 56 windows, ~60 after bucketing): tokens 30.7 KB, moments 0.5 KB,
 mask 60 B, h0 1 KB, hash and place 72 B: ~32 KB, so 3.2 GB per 100k tracks and 32 GB per million. Only h0 and
@@ -54,7 +56,6 @@ if TYPE_CHECKING:
     import torch
 
     from mgsv.features.store import FeatureTable
-    from mgsv.models.made import MusicEncoding
 
 log = logging.getLogger(__name__)
 
@@ -416,10 +417,6 @@ class TrackIndex:
     def segments_info(self) -> list[SegmentInfo]:
         return [s.info for s in self.segments]
 
-    def disk_bytes(self) -> int:
-        """Bytes of every file of the index on disk."""
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
-
     def all_embeddings(self) -> np.ndarray:
         """h0 of every row as one float32 array [N, d] in RAM (read from the segments' memory maps)."""
         if not self.segments:
@@ -476,71 +473,31 @@ class TrackIndex:
             self.segments[segment].read("tokens", length, slots, tokens.numpy())
             yield positions, tokens, torch.from_numpy(self.segments[segment].masks[length][slots])
 
-    def encodings(self, rows: Sequence[int], device: str = "cpu") -> MusicEncoding:
-        """The rows' encodings for detection (s~ rebuilt from x * std + mean, h0; no X-Pool state), in order."""
+    def entries(self, rows: Sequence[int], device: str = "cpu") -> dict[str, Any]:
+        """The stored arrays of some rows as torch tensors padded with zeros to their longest bucket, in the given
+        order: "embedding" [n, d], "tokens" [n, L, d] float16, "moments" [n, L, 2], "mask" [n, L] (+ "detection").
+        The model rebuilds its encodings from them (`index_encodings`)."""
         import torch
-
-        from mgsv.models.made import MusicEncoding
 
         rows = np.asarray(rows, dtype=np.int64)
         longest = int(self.lengths[rows].max()) if len(rows) else 1
-        tokens = torch.zeros(len(rows), longest, self.dim)
-        detection = torch.zeros(len(rows), longest, self.dim) if self.detection_tokens else tokens
-        mask = torch.zeros(len(rows), longest, dtype=torch.bool)
+        kinds = {"tokens": (np.float16, (self.dim,)), "moments": (np.float32, (2,))}
+        if self.detection_tokens:
+            kinds["detection"] = (np.float16, (self.dim,))
+        out = {kind: np.zeros((len(rows), longest, *rest), dtype=dtype) for kind, (dtype, rest) in kinds.items()}
+        out["mask"] = np.zeros((len(rows), longest), dtype=bool)
         for positions, segment, length, slots in self.groups(rows):
             part = self.segments[segment]
-            standard = np.empty((len(slots), length, self.dim), dtype=np.float16)
-            moments = np.empty((len(slots), length, 2), dtype=np.float32)
-            part.read("tokens", length, slots, standard)
-            part.read("moments", length, slots, moments)
-            rebuilt = torch.from_numpy(standard).float() * torch.from_numpy(moments[..., 1:]) + torch.from_numpy(
-                moments[..., :1]
-            )
-            index = torch.from_numpy(positions)
-            block_mask = torch.from_numpy(part.masks[length][slots])
-            tokens[index, :length] = rebuilt.masked_fill(~block_mask[..., None], 0.0)
-            mask[index, :length] = block_mask
-            if self.detection_tokens:
-                stored = np.empty((len(slots), length, self.dim), dtype=np.float16)
-                part.read("detection", length, slots, stored)
-                detection[index, :length] = torch.from_numpy(stored).float()
-        embedding = torch.from_numpy(self.embedding_rows(rows))
-        tokens, mask, embedding = tokens.to(device), mask.to(device), embedding.to(device)
-        detection = detection.to(device) if self.detection_tokens else tokens
-        return MusicEncoding(tokens, mask, embedding, detection, None)
+            for kind, (dtype, rest) in kinds.items():
+                block = np.empty((len(slots), length, *rest), dtype=dtype)
+                part.read(kind, length, slots, block)
+                out[kind][positions, :length] = block
+            out["mask"][positions, :length] = part.masks[length][slots]
+        out["embedding"] = self.embedding_rows(rows)
+        return {kind: torch.from_numpy(array).to(device) for kind, array in out.items()}
 
 
 # ------------------------------------------------------------------------------------------------------ updates
-
-
-def matching_tensors(model: torch.nn.Module, music: MusicEncoding, detection: bool) -> dict[str, np.ndarray]:
-    """What the index stores for a batch of encoded tracks (numpy, per track: see the module docstring)."""
-    import torch
-
-    from mgsv.models.made import standardize_tokens
-
-    eps = model.xpool.norm_in.eps if getattr(model, "xpool", None) is not None else 1e-5
-    tokens, mask = music.tokens.float().cpu(), music.mask.cpu()
-    standard, mean, std = standardize_tokens(tokens, mask, eps)
-    arrays = {
-        "embedding": music.embedding.float().cpu().numpy(),
-        "tokens": standard.half().numpy(),
-        "moments": torch.stack([mean, std], dim=-1).numpy(),
-        "mask": mask.numpy(),
-    }
-    if detection:
-        arrays["detection"] = music.detection_tokens.half().cpu().numpy()
-    return arrays
-
-
-def check_searchable(model: torch.nn.Module) -> None:
-    """Refuse models the library index cannot serve (it stores MaDe's per-track matching form)."""
-    if not hasattr(model, "relevance_standardized"):
-        name = getattr(model, "preset_name", type(model).__name__)
-        raise MgsvError(
-            f"grounding in a music library needs a MaDe model (preset made, made-paper or one of their ablations); "
-            f"{name!r} has no per-track matching form the library index can store (evaluate it with mgsv eval)"
-        )
 
 
 def update_track_index(
@@ -554,13 +511,16 @@ def update_track_index(
 ) -> None:
     """Bring the index at `root` to hold exactly `wanted` (content hashes): encode the missing tracks into a new
     segment; compact when many stored tracks left the library or updates made many segments."""
-    check_searchable(model)
+    from mgsv.models.contract import require
+
+    require(model, searchable=True, purpose="grounding in a music library")
+    layout = model.index_layout()
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root.parent / f".{root.name}.lock")):
         manifest = read_manifest(root) or {
             "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": fingerprint,
-            "dim": int(model.config.dim), "generation": 0,
-            "detection_tokens": getattr(model.config, "fusion_input", "enhanced") != "enhanced", "segments": [],
+            "dim": int(layout.dim), "generation": 0, "detection_tokens": bool(layout.detection_tokens),
+            "segments": [],
         }  # fmt: skip
         _remove_leftovers(root, manifest["segments"])
         stored = set()
@@ -629,7 +589,7 @@ def _encode_segment(
                     positions = members[start : start + ENCODE_BATCH]
                     feats, mask = table.batch([hashes[i] for i in positions], pad_to=length)
                     music = model.encode_music(feats.to(device), mask.to(device), matching_state=False)
-                    writer.put(positions, matching_tensors(model, music, manifest["detection_tokens"]))
+                    writer.put(positions, model.index_entries(music))
                     done += len(positions)
                     if progress:
                         progress("encode library", done, len(hashes))

@@ -18,31 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mgsv.errors import MgsvError
 from mgsv.models.layers import FeedForward, ModelInputError, MultiHeadAttention, TokenLayout, check_tokens
 from mgsv.models.made import Detection
-from mgsv.models.registry import TrainingRecipe
-
-# The baselines' own optimiser settings (lr 1e-4, weight decay 1e-4 in all five DETR repositories, CONQUER and MVPt
-# alike); everything else (batch 512, warmup-cosine schedule, epochs, early stopping, loss weights) is MGSV's
-# official recipe, so that every system trains with the same budget and loss.
-BASELINE_RECIPE = TrainingRecipe(lr={"enhancement": 1e-4, "matching": 1e-4, "detection": 1e-4}, weight_decay=1e-4)
-
-
-
-class CapabilityError(MgsvError):
-    """A model was asked for something it cannot do (e.g. ranking tracks with a grounding-only model)."""
-
-
-def can_rank(model: nn.Module) -> bool:
-    """Whether the model scores (video, track) pairs (`relevance`): V2MR and the ranking half of MsG."""
-    return callable(getattr(model, "relevance", None))
-
-
-def can_ground(model: nn.Module) -> bool:
-    """Whether the model predicts moments (`detect`): SmG and the moment half of MsG."""
-    return callable(getattr(model, "detect", None))
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Configs

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mgsv.models.baselines.common import CapabilityError, can_ground, can_rank
+from mgsv.models.contract import Capabilities, CapabilityError, capabilities_of, model_name
 
 
 @dataclass
@@ -47,16 +47,17 @@ class CompositeModel(nn.Module):
     """Ranking from `ranker`, moments from `grounder`; evaluation only (each part is trained on its own)."""
 
     preset_name = "composite"
+    capabilities = Capabilities(ranks=True, grounds=True)
 
     def __init__(self, ranker: nn.Module, grounder: nn.Module, name: str | None = None) -> None:
         super().__init__()
-        if not can_rank(ranker):
-            raise CapabilityError(f"the ranker ({_name(ranker)}) cannot rank tracks: it has no relevance score")
-        if not can_ground(grounder):
-            raise CapabilityError(f"the grounder ({_name(grounder)}) cannot detect moments: it has no detect()")
+        if not capabilities_of(ranker).ranks:
+            raise CapabilityError(f"the ranker ({model_name(ranker)}) cannot rank tracks: it has no relevance score")
+        if not capabilities_of(grounder).grounds:
+            raise CapabilityError(f"the grounder ({model_name(grounder)}) cannot detect moments: it has no detect()")
         self.ranker = ranker
         self.grounder = grounder
-        self.name = name or f"{_name(ranker)}/{_name(grounder)}"
+        self.name = name or f"{model_name(ranker)}/{model_name(grounder)}"
 
     def encode_video(self, frame_feats: Tensor, frame_mask: Tensor) -> CompositeEncoding:
         """Both models' video encodings."""
@@ -77,10 +78,6 @@ class CompositeModel(nn.Module):
         return self.grounder.detect(video.grounder, music.grounder)
 
 
-def _name(model: nn.Module) -> str:
-    return getattr(model, "preset_name", type(model).__name__)
-
-
 def load_composite(ranker: str | os.PathLike[str], grounder: str | os.PathLike[str],
                    map_location: str | torch.device = "cpu") -> tuple[CompositeModel, list[Any]]:
     """A CompositeModel from two checkpoint folders; returns it and both `CheckpointInfo`s (ranker first)."""
@@ -88,10 +85,10 @@ def load_composite(ranker: str | os.PathLike[str], grounder: str | os.PathLike[s
 
     ranker_model, ranker_info = load_checkpoint(ranker, map_location=map_location)
     grounder_model, grounder_info = load_checkpoint(grounder, map_location=map_location)
-    if not can_rank(ranker_model):
+    if not capabilities_of(ranker_model).ranks:
         raise CapabilityError(f"{ranker}: preset {ranker_info.preset!r} cannot rank tracks (grounding only); "
                               "pass a retrieval model (e.g. an mvpt+ run) as --ranker")
-    if not can_ground(grounder_model):
+    if not capabilities_of(grounder_model).grounds:
         raise CapabilityError(f"{grounder}: preset {grounder_info.preset!r} cannot detect moments (retrieval only); "
                               "pass a grounding model (e.g. a uvcom+ run) as --grounder")
     name = f"{ranker_info.preset}/{grounder_info.preset}"

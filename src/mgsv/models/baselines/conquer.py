@@ -29,17 +29,14 @@ from torch import Tensor, nn
 
 from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.models.baselines.common import (
-    BASELINE_RECIPE,
     ConfigChecks,
     PostNormEncoderLayer,
     TokenEncoding,
     check_pairs,
 )
-from mgsv.models.baselines.criterion import DEFAULT_WEIGHTS
+from mgsv.models.contract import Capabilities
 from mgsv.models.layers import TokenLayout, check_tokens
 from mgsv.models.made import Detection
-from mgsv.models.registry import Preset, register
-from mgsv.training.losses import LossWeights
 
 _NEG = -1e30  # CONQUER's mask_logits value
 _RELEVANCE_PAIRS = 256  # (video, track) pairs per forward in `relevance`
@@ -163,6 +160,7 @@ class CONQUER(nn.Module):
     """CONQUER: unimodal BERT encoders; per pair: BiDAF, context transformer, start / end heads."""
 
     config_class = ConquerConfig
+    capabilities = Capabilities(ranks=True, grounds=True)
 
     def __init__(self, config: ConquerConfig | None = None) -> None:
         super().__init__()
@@ -269,19 +267,6 @@ class CONQUER(nn.Module):
         final = torch.round((centre + width / 2) * horizon / stride).long()
         return first, torch.minimum(torch.maximum(final, first), last)
 
-    def training_losses(self, output: ConquerOutput, target_spans: Tensor,
-                        weights: LossWeights = DEFAULT_WEIGHTS) -> dict[str, Tensor]:
-        """Cross-entropy of the ground-truth start and end clips over all candidates' clips (`L_loc`, `L_total`)."""
-        first, last = self.clip_targets(target_spans, output.music_mask)
-        batch = output.start_logits.shape[0]
-        losses = {
-            "loss_start": F.cross_entropy(output.start_logits.reshape(batch, -1), first),
-            "loss_end": F.cross_entropy(output.end_logits.reshape(batch, -1), last),
-        }
-        losses["L_loc"] = losses["loss_start"] + losses["loss_end"]
-        losses["L_total"] = weights.localization * losses["L_loc"]
-        return losses
-
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """`enhancement`: the two unimodal encoders; `detection`: the query-aware and localization modules."""
         encoders = [*self.video_encoder.parameters(), *self.music_encoder.parameters()]
@@ -291,14 +276,3 @@ class CONQUER(nn.Module):
     def omitted_parameters(self) -> dict[str, int]:
         """BERT token-type embeddings (one modality per encoder: a constant offset)."""
         return {"token_type_embeddings (2 encoders)": 2 * 2 * self.config.dim}
-
-
-register(Preset(
-    name="conquer",
-    description="CONQUER re-trained for MGSV (ranks and grounds): BiDAF query-aware clips, start / end heads, "
-                "shared normalization over candidate tracks",
-    config_class=ConquerConfig,
-    defaults={},
-    build=CONQUER,
-    training=BASELINE_RECIPE,
-))

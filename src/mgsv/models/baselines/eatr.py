@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from mgsv.models.baselines.anchor_decoder import AnchorDecoder
 from mgsv.models.baselines.common import (
-    BASELINE_RECIPE,
     DetrBaselineConfig,
     RankedDetection,
     SlotAttention,
@@ -31,7 +30,6 @@ from mgsv.models.baselines.common import (
 )
 from mgsv.models.baselines.grounding import DetrGroundingModel
 from mgsv.models.layers import MLP, DetrEncoder, MultiHeadAttention, sine_position_embedding
-from mgsv.models.registry import Preset, register
 
 
 @dataclass
@@ -111,14 +109,3 @@ class EaTR(DetrGroundingModel):
         d = self.config.dim
         return {"saliency_proj": d + 1, "decoder event_norm": 2 * d,
                 "txt_position_embed (32 positions + LayerNorm)": 34 * d}
-
-
-register(Preset(
-    name="eatr",
-    description="EaTR re-purposed for SmG (grounding only): concat + SA x3, event slots as anchors, gated-fusion "
-                "anchor decoder x3",
-    config_class=EatrConfig,
-    defaults={},
-    build=EaTR,
-    training=BASELINE_RECIPE,
-))

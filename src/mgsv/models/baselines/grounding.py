@@ -18,9 +18,8 @@ from mgsv.models.baselines.common import (
     inverse_sigmoid,
     project_tokens,
 )
-from mgsv.models.baselines.criterion import DEFAULT_WEIGHTS, set_prediction_losses
+from mgsv.models.contract import Capabilities
 from mgsv.models.layers import MLP
-from mgsv.training.losses import LossWeights
 
 
 class DetrGroundingModel(nn.Module):
@@ -30,6 +29,7 @@ class DetrGroundingModel(nn.Module):
     """
 
     config_class: type = DetrBaselineConfig
+    capabilities = Capabilities(grounds=True)
 
     def __init__(self, config: DetrBaselineConfig) -> None:
         super().__init__()
@@ -57,11 +57,6 @@ class DetrGroundingModel(nn.Module):
         video = self.encode_video(frame_feats, frame_mask)
         music = self.encode_music(segment_feats, segment_mask)
         return GroundingOutput(self.detect(video, music))
-
-    def training_losses(self, output: GroundingOutput, target_spans: Tensor,
-                        weights: LossWeights = DEFAULT_WEIGHTS) -> dict[str, Tensor]:
-        """MaDe's detection loss with Hungarian matching over this model's queries (see `criterion`)."""
-        return set_prediction_losses(output.detection, target_spans, weights)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """`enhancement`: the input projections; `detection`: everything else."""

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from mgsv.models.baselines.common import (
-    BASELINE_RECIPE,
     DetrBaselineConfig,
     RankedDetection,
     TokenEncoding,
@@ -25,7 +24,6 @@ from mgsv.models.baselines.common import (
 )
 from mgsv.models.baselines.grounding import DetrGroundingModel
 from mgsv.models.layers import DetrDecoder, DetrEncoder, reset_detr_parameters, sine_position_embedding
-from mgsv.models.registry import Preset, register
 
 
 @dataclass
@@ -68,13 +66,3 @@ class MomentDETR(DetrGroundingModel):
         """Saliency head (saliency loss) and the unused trainable query-position table (`use_txt_pos=False`)."""
         d = self.config.dim
         return {"saliency_proj": d + 1, "txt_position_embed (32 positions + LayerNorm)": 32 * d + 2 * d}
-
-
-register(Preset(
-    name="moment-detr",
-    description="Moment-DETR re-purposed for SmG (grounding only): concat fusion + SA x2, decoder with 10 queries",
-    config_class=MomentDetrConfig,
-    defaults={},
-    build=MomentDETR,
-    training=BASELINE_RECIPE,
-))

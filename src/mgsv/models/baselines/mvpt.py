@@ -22,16 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mgsv.models.baselines.common import (
-    BASELINE_RECIPE,
     ConfigChecks,
     PostNormEncoderLayer,
     check_pairs,
     masked_mean,
 )
-from mgsv.models.baselines.criterion import DEFAULT_WEIGHTS, retrieval_losses
+from mgsv.models.contract import Capabilities
 from mgsv.models.layers import TokenLayout, check_tokens, sinusoidal_table
-from mgsv.models.registry import Preset, register
-from mgsv.training.losses import LossWeights
 
 POOLING_CHOICES = ("cls", "mean")
 
@@ -127,6 +124,7 @@ class MVPt(nn.Module):
     """Two towers and a learnable temperature; `relevance` is the cosine of the two embeddings."""
 
     config_class = MvptConfig
+    capabilities = Capabilities(ranks=True)
 
     def __init__(self, config: MvptConfig | None = None) -> None:
         super().__init__()
@@ -160,11 +158,6 @@ class MVPt(nn.Module):
         check_pairs(video, music)
         return RetrievalOutput(self.relevance(video, music), self.logit_scale)
 
-    def training_losses(self, output: RetrievalOutput, target_spans: Tensor,
-                        weights: LossWeights = DEFAULT_WEIGHTS) -> dict[str, Tensor]:
-        """Symmetric InfoNCE (the moments are not used: MVPt does not ground)."""
-        return retrieval_losses(output.similarity, output.logit_scale, weights)
-
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """`enhancement`: the two encoders; `matching`: the output heads and the temperature."""
         heads = [*self.video_tower.head.parameters(), *self.music_tower.head.parameters()]
@@ -172,22 +165,3 @@ class MVPt(nn.Module):
         towers = [p for p in (*self.video_tower.parameters(), *self.music_tower.parameters())
                   if id(p) not in head_ids]
         return {"enhancement": towers, "matching": [*heads, self.logit_scale]}
-
-
-register(Preset(
-    name="mvpt",
-    description="MVPt (V2MR only): two transformer towers, CLS-token embeddings, symmetric InfoNCE",
-    config_class=MvptConfig,
-    defaults={},
-    build=MVPt,
-    training=BASELINE_RECIPE,
-))
-
-register(Preset(
-    name="mvpt+",
-    description="MVPt+ (MGSV paper, V2MR only): MVPt with mean pooling instead of the CLS token",
-    config_class=MvptConfig,
-    defaults={"pooling": "mean"},
-    build=MVPt,
-    training=BASELINE_RECIPE,
-))

@@ -21,7 +21,6 @@ from torch import nn
 
 from mgsv.models.baselines.anchor_decoder import AnchorDecoder
 from mgsv.models.baselines.common import (
-    BASELINE_RECIPE,
     CrossAttentionEncoder,
     DetrBaselineConfig,
     RankedDetection,
@@ -34,7 +33,6 @@ from mgsv.models.baselines.common import (
 )
 from mgsv.models.baselines.grounding import DetrGroundingModel
 from mgsv.models.layers import MLP, DetrEncoder, sine_position_embedding
-from mgsv.models.registry import Preset, register
 
 
 @dataclass
@@ -98,23 +96,3 @@ class QDDETR(DetrGroundingModel):
         d = self.config.dim
         return {"saliency_proj1 + saliency_proj2": 2 * mlp_parameters(d, d, d, 1),
                 "txt_position_embed (32 positions + LayerNorm)": 32 * d + 2 * d}
-
-
-register(Preset(
-    name="qd-detr",
-    description="QD-DETR re-purposed for SmG (grounding only): text-to-video cross-attention x2, SA x2 with a "
-                "global token, anchor decoder",
-    config_class=QdDetrConfig,
-    defaults={},
-    build=QDDETR,
-    training=BASELINE_RECIPE,
-))
-
-register(Preset(
-    name="qd-detr+",
-    description="QD-DETR+ (MGSV paper): QD-DETR with the fusion cross-attention removed (concat + SA x2)",
-    config_class=QdDetrConfig,
-    defaults={"cross_attention": False},
-    build=QDDETR,
-    training=BASELINE_RECIPE,
-))

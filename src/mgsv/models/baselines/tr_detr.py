@@ -22,7 +22,6 @@ from torch import Tensor, nn
 
 from mgsv.models.baselines.anchor_decoder import AnchorDecoder
 from mgsv.models.baselines.common import (
-    BASELINE_RECIPE,
     CrossAttentionEncoder,
     RankedDetection,
     TokenEncoding,
@@ -34,7 +33,6 @@ from mgsv.models.baselines.common import (
 from mgsv.models.baselines.grounding import DetrGroundingModel
 from mgsv.models.baselines.qd_detr import QdDetrConfig
 from mgsv.models.layers import MLP, DetrEncoder, TokenLayout, sine_position_embedding
-from mgsv.models.registry import Preset, register
 
 _NEG = -1e30  # VSLNet's mask value
 
@@ -131,23 +129,3 @@ class TRDETR(DetrGroundingModel):
         """MR2HD's GRU (it only refines the saliency scores of the saliency loss) and the query-position table."""
         d = self.config.dim
         return {"MR2HD gru_extractor": 3 * d * (2 * d + 2), "txt_position_embed (32 positions + LayerNorm)": 34 * d}
-
-
-register(Preset(
-    name="tr-detr",
-    description="TR-DETR re-purposed for SmG (grounding only): VSL fuser, cross-attention x2, SA x2, HD2MR, "
-                "anchor decoder",
-    config_class=TrDetrConfig,
-    defaults={},
-    build=TRDETR,
-    training=BASELINE_RECIPE,
-))
-
-register(Preset(
-    name="tr-detr+",
-    description="TR-DETR+ (MGSV paper): TR-DETR with the fusion cross-attention removed (concat + SA x2)",
-    config_class=TrDetrConfig,
-    defaults={"cross_attention": False},
-    build=TRDETR,
-    training=BASELINE_RECIPE,
-))

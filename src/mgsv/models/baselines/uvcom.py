@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from mgsv.models.baselines.anchor_decoder import AnchorDecoder
 from mgsv.models.baselines.common import (
-    BASELINE_RECIPE,
     CrossAttentionEncoder,
     RankedDetection,
     SlotAttention,
@@ -39,7 +38,6 @@ from mgsv.models.baselines.common import (
 from mgsv.models.baselines.grounding import DetrGroundingModel
 from mgsv.models.baselines.qd_detr import QdDetrConfig
 from mgsv.models.layers import MLP, DetrEncoder, sine_position_embedding
-from mgsv.models.registry import Preset, register
 
 
 @dataclass
@@ -184,23 +182,3 @@ class UVCOM(DetrGroundingModel):
             "global_rep_token (overwritten by the top video centre)": d,
             "txt_position_embed (32 positions + LayerNorm)": 34 * d,
         }
-
-
-register(Preset(
-    name="uvcom",
-    description="UVCOM re-purposed for SmG (grounding only): t2v + v2t cross-attention, EM centres, random walk, "
-                "SA x2, slot-initialised anchor decoder",
-    config_class=UvcomConfig,
-    defaults={},
-    build=UVCOM,
-    training=BASELINE_RECIPE,
-))
-
-register(Preset(
-    name="uvcom+",
-    description="UVCOM+ (MGSV paper): UVCOM with the fusion (text-to-video) cross-attention removed (concat + SA x2)",
-    config_class=UvcomConfig,
-    defaults={"cross_attention": False},
-    build=UVCOM,
-    training=BASELINE_RECIPE,
-))

@@ -1,0 +1,116 @@
+"""Running a model over many videos, tracks or (video, track) pairs in bounded batches.
+
+Evaluation (`mgsv.evaluation.protocol`) and library search (`mgsv.search`) both run models this way. Every model
+here follows `mgsv.models.contract`: `encode_video` / `encode_music` once per item, `relevance` for every pair of a
+batch of videos and a set of tracks, `detect` for aligned pairs; encodings are opaque (`len`, `select`, `concat`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "bf16")
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def check_precision(precision: str) -> str:
+    """`precision` if it is one of PRECISIONS; ValueError otherwise."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+    return precision
+
+
+def autocast(precision: str, device: str | torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for `precision == "bf16"`, otherwise a no-op."""
+    if check_precision(precision) == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most `size` covering range(n)."""
+    for begin in range(0, n, size):
+        yield slice(begin, min(begin + size, n))
+
+
+def concat_encodings(parts: list[Any]) -> Any:
+    """Concatenate a model's encodings of several batches (their class provides `concat`)."""
+    return type(parts[0]).concat(parts)
+
+
+@torch.inference_mode()
+def encode_items(
+    encode: Callable[[torch.Tensor, torch.Tensor], Any],
+    batches: Callable[[slice], tuple[torch.Tensor, torch.Tensor]],
+    count: int,
+    *,
+    batch_size: int,
+    precision: str,
+    device: str,
+    progress: Progress | None = None,
+    stage: str = "encode",
+) -> Any:
+    """`encode(feats, mask)` over `count` items in batches (`batches(part)` gives a part's padded features)."""
+    parts = []
+    with autocast(precision, device):
+        for part in chunks(count, batch_size):
+            feats, mask = batches(part)
+            parts.append(encode(feats.to(device), mask.to(device).bool()))
+            if progress:
+                progress(stage, part.stop, count)
+    return concat_encodings(parts)
+
+
+@torch.inference_mode()
+def detect_pairs(
+    model: nn.Module,
+    videos: Any,
+    music: Any,
+    video_index: np.ndarray,
+    music_index: np.ndarray,
+    *,
+    batch_size: int,
+    precision: str,
+    device: str,
+    progress: Progress | None = None,
+    stage: str = "detect",
+) -> np.ndarray:
+    """Normalised (centre, width) [n, 2] of the last decoder layer for each (video_index[i], music_index[i]) pair."""
+    out = np.empty((len(video_index), 2), dtype=np.float32)
+    where = torch.device(device)
+    with autocast(precision, device):
+        for part in chunks(len(video_index), batch_size):
+            v = videos.select(torch.as_tensor(video_index[part], device=where))
+            m = music.select(torch.as_tensor(music_index[part], device=where))
+            out[part] = model.detect(v, m).final_spans.float().cpu().numpy()
+            if progress:
+                progress(stage, part.stop, len(video_index))
+    return out
+
+
+@torch.inference_mode()
+def relevance_matrix(
+    model: nn.Module,
+    videos: Any,
+    music: Any,
+    *,
+    batch_size: int,
+    precision: str,
+    device: str,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """p_s [N videos, M tracks] as float32, computed in row chunks (the model chunks the tracks itself)."""
+    rows = []
+    with autocast(precision, device):
+        for part in chunks(len(videos), batch_size):
+            index = torch.arange(part.start, part.stop, device=torch.device(device))
+            rows.append(model.relevance(videos.select(index), music).float().cpu().numpy())
+            if progress:
+                progress("relevance", part.stop, len(videos))
+    return np.concatenate(rows) if rows else np.zeros((0, len(music)), dtype=np.float32)
