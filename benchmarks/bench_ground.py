@@ -29,6 +29,7 @@ import torch
 from mgsv.features.spec import DEFAULT_SPECS, MUSIC_SPEC, VIDEO_SPEC
 from mgsv.models.checkpoint import load_checkpoint, save_checkpoint
 from mgsv.models.registry import build_model
+from mgsv.search import GroundOptions
 from mgsv.search.grounder import Grounder, checkpoint_specs
 from mgsv.search.library import MusicLibrary
 
@@ -56,13 +57,13 @@ def percentiles(values: list[float]) -> str:
     )
 
 
-def time_queries(grounder: Grounder, library: MusicLibrary, repeats: int, **options: object) -> list[float]:
+def time_queries(grounder: Grounder, repeats: int, **options: object) -> list[float]:
     rng = np.random.default_rng(1)
     times = []
     for _ in range(repeats):
         feats = rng.standard_normal((30, VIDEO_SPEC.dim)).astype(np.float32)
         start = time.perf_counter()
-        grounder.ground_features(feats, 30.0, library, **options)
+        grounder.ground_features(feats, 30.0, GroundOptions(**options))
         times.append(time.perf_counter() - start)
     return times
 
@@ -114,7 +115,7 @@ def main() -> None:
         print(f"built a {args.tracks}-track synthetic library in {time.perf_counter() - start:.1f} s: {library_dir}")
     library = MusicLibrary(library_dir)
     model, info = load_checkpoint(checkpoint)
-    grounder = Grounder(model, checkpoint_specs(info.feature_specs, str(checkpoint)), source=str(checkpoint))
+    grounder = Grounder(model, checkpoint_specs(info.feature_specs, str(checkpoint)), library, source=str(checkpoint))
     print(f"{len(library)} tracks, real-size made ({sum(p.numel() for p in model.parameters()):,} parameters), "
           f"{args.threads} threads")  # fmt: skip
 
@@ -131,11 +132,11 @@ def main() -> None:
     runs = {
         "fp32": (grounder, {}),
         "fp32, fit-duration": (grounder, {"fit_duration": True}),
-        "bf16 autocast": (Grounder(model, specs, precision="bf16"), {}),
+        "bf16 autocast": (Grounder(model, specs, library, precision="bf16"), {}),
     }
     for name, (runner, extra) in runs.items():
-        time_queries(runner, library, 2, top=args.top, **extra)  # warm-up
-        times = time_queries(runner, library, args.repeats, top=args.top, **extra)
+        time_queries(runner, 2, top=args.top, **extra)  # warm-up
+        times = time_queries(runner, args.repeats, top=args.top, **extra)
         print(f"ground (after CLIP), top-{args.top}, {name:18} {percentiles(times)}")
     if not args.skip_clip:
         clip_times = time_clip(max(3, args.repeats // 4))

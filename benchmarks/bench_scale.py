@@ -18,7 +18,7 @@ Libraries (durations ~ N(140 s, 70 s) clipped to 30-300 s, as MGSV-EC; licences 
 - `--mode synthetic`: encoding a million tracks with the real enhancement would take ~40 min of CPU here and their
   AST tokens ~86 GB, so the index writer is fed made-up *enhanced* tokens instead: s~ = a + e per window, with a
   per-track offset a ~ N(0, 0.5^2 I) and e ~ N(0, I); standardised tokens, moments and h0 (normalised masked
-  mean) are derived from them exactly as for a real model (`mgsv.search.track_index.matching_tensors`). The
+  mean) are derived from them exactly as for a real model (`MaDe.index_entries`). The
   SQLite rows are inserted directly. Queries use the real-size model's X-Pool and detection on this state.
 
 `query`: `Grounder.ground_features` (everything after CLIP: encode_video, candidates, exact p_s, detection on the
@@ -51,8 +51,7 @@ from mgsv.models.checkpoint import load_checkpoint, save_checkpoint
 from mgsv.models.contract import model_fingerprint
 from mgsv.models.made import MusicEncoding
 from mgsv.models.registry import build_model
-from mgsv.search.candidates import SearchOptions
-from mgsv.search.catalog import TrackFilter
+from mgsv.search import GroundOptions, SearchOptions, TrackFilter
 from mgsv.search.grounder import Grounder, checkpoint_specs
 from mgsv.search.library import MusicLibrary
 from mgsv.search.ranker import detect_moments, exact_scores
@@ -242,10 +241,10 @@ def query(args: argparse.Namespace) -> None:
     model, info = load_checkpoint(checkpoint)
     specs = checkpoint_specs(info.feature_specs, str(checkpoint))
     options = SearchOptions(candidates=args.candidates, index=args.index, memory=args.memory)
-    grounder = Grounder(model, specs, search=options, source=str(checkpoint))
     library = MusicLibrary(folder)
     started = time.perf_counter()
-    encoded = grounder.encoded(library)
+    grounder = Grounder(model, specs, library, search=options, source=str(checkpoint))
+    encoded = grounder.prepare()
     print(f"{len(encoded):,} tracks; opened (catalog, index, {args.index} candidate stage, memory={args.memory}) in "
           f"{time.perf_counter() - started:.1f} s; {args.threads} threads; K = {args.candidates}")  # fmt: skip
     print(rss(), flush=True)
@@ -253,13 +252,13 @@ def query(args: argparse.Namespace) -> None:
                                                                                              ["genre=ambient"])}
     for name, condition in filters.items():
         for feats in query_features(2, 99):  # warm-up (first tag lookup included)
-            grounder.ground_features(feats, 30.0, library, top=5, filters=condition)
+            grounder.ground_features(feats, 30.0, GroundOptions(top=5, filters=condition or TrackFilter()))
         times = []
         for feats in query_features(args.queries, 1):
             if args.cold:
                 evict(encoded.index)
             start = time.perf_counter()
-            grounder.ground_features(feats, 30.0, library, top=5, filters=condition)
+            grounder.ground_features(feats, 30.0, GroundOptions(top=5, filters=condition or TrackFilter()))
             times.append(time.perf_counter() - start)
         label = f"{name}{', cold' if args.cold else ''}"
         print(f"ground after CLIP, top 5, {label:44} {percentiles(times)}", flush=True)

@@ -11,8 +11,8 @@ from mgsv.cli import main
 from mgsv.data.dataset import PairDataset
 from mgsv.data.synthetic import SyntheticConfig, write_synthetic_dataset
 from mgsv.evaluation.protocol import MSG_METRICS, V2MR_METRICS, EvalOptions, evaluate
-from mgsv.models.contract import CapabilityError
 from mgsv.models.baselines.composite import CompositeModel
+from mgsv.models.contract import CapabilityError
 from mgsv.models.registry import get_preset
 
 TINY = ["--set=dim=32", "--set=ffn_dim=64", "--set=heads=4", "--set=train.epochs=1", "--set=train.batch_size=16",

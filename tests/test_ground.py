@@ -24,6 +24,7 @@ from mgsv.media.probe import probe
 from mgsv.models.checkpoint import load_checkpoint, save_checkpoint
 from mgsv.models.made import standardize_tokens
 from mgsv.models.registry import build_model
+from mgsv.search import GroundOptions
 from mgsv.search.beats import CONTEXT_S, MissingExtraError, beat_times, snap_to_beat
 from mgsv.search.grounder import Grounder
 from mgsv.search.library import MusicLibrary
@@ -110,8 +111,9 @@ def test_bf16_precision_ranks_like_fp32(shared: SharedLibrary, video: Path, caps
 
 
 def test_python_api(shared: SharedLibrary, video: Path) -> None:
-    grounder = Grounder.from_checkpoint(shared.setup.checkpoint, clip=shared.setup.clip_dir, dtype="fp32")
-    moments = grounder.ground(video, MusicLibrary(shared.library), top=3)
+    grounder = Grounder.from_checkpoint(shared.setup.checkpoint, MusicLibrary(shared.library),
+                                        clip=shared.setup.clip_dir, dtype="fp32")
+    moments = grounder.ground(video, GroundOptions(top=3)).moments
     assert [m.rank for m in moments] == [1, 2, 3]
     assert moments[0].score >= moments[1].score >= moments[2].score
     assert all(m.end_s > m.start_s for m in moments)
@@ -166,10 +168,10 @@ def test_long_video_window(shared: SharedLibrary, tmp_path: Path, capsys: pytest
 @pytest.mark.slow
 def test_snap_to_beats(shared: SharedLibrary, video: Path) -> None:
     pytest.importorskip("librosa")
-    grounder = Grounder.from_checkpoint(shared.setup.checkpoint, clip=shared.setup.clip_dir, dtype="fp32")
     library = MusicLibrary(shared.library)
-    plain = {m.track_id: m for m in grounder.ground(video, library, top=4, fit_duration=True)}
-    snapped = grounder.ground(video, library, top=4, fit_duration=True, snap="beats")
+    grounder = Grounder.from_checkpoint(shared.setup.checkpoint, library, clip=shared.setup.clip_dir, dtype="fp32")
+    plain = {m.track_id: m for m in grounder.ground(video, GroundOptions(top=4, fit_duration=True)).moments}
+    snapped = grounder.ground(video, GroundOptions(top=4, fit_duration=True, snap="beats")).moments
     assert [m.track_id for m in snapped] == list(plain)
     assert any(m.snapped for m in snapped)
     for moment in snapped:
@@ -262,9 +264,9 @@ def test_missing_librosa_names_the_extra(
     setup = make_tiny_setup(tmp_path / "models")
     library = make_synthetic_library(tmp_path / "lib", setup.music_spec, [30.0])
     monkeypatch.setitem(sys.modules, "librosa", None)  # import librosa -> ImportError
-    grounder = Grounder.from_checkpoint(setup.checkpoint, clip=setup.clip_dir, dtype="fp32")
+    grounder = Grounder.from_checkpoint(setup.checkpoint, library, clip=setup.clip_dir, dtype="fp32")
     with pytest.raises(MissingExtraError, match=r"pip install 'mgsv\[beats\]'"):
-        grounder.ground(video, library, snap="beats")
+        grounder.ground(video, GroundOptions(snap="beats"))
     code, _, err = run_cli(
         ["ground", str(video), "--library", str(library.root), "--checkpoint", str(setup.checkpoint), "--clip",
          str(setup.clip_dir), "--snap", "beats"],
@@ -278,8 +280,8 @@ def test_moved_track_files(tmp_path: Path, video: Path, capsys: pytest.CaptureFi
     setup = make_tiny_setup(tmp_path / "models")
     gone = tmp_path / "moved-away.ogg"
     library = make_synthetic_library(tmp_path / "lib", setup.music_spec, [30.0], audio=gone)
-    grounder = Grounder.from_checkpoint(setup.checkpoint, clip=setup.clip_dir, dtype="fp32")
-    (moment,) = grounder.ground(video, library, top=1, snap="beats")
+    grounder = Grounder.from_checkpoint(setup.checkpoint, library, clip=setup.clip_dir, dtype="fp32")
+    (moment,) = grounder.ground(video, GroundOptions(top=1, snap="beats")).moments
     assert not moment.snapped and moment.notes == ("not snapped: cannot read the track (file not found)",)
 
     code, out, _ = run_cli(
@@ -295,8 +297,8 @@ def test_another_checkpoint_gets_its_own_cache(shared: SharedLibrary, video: Pat
     setup = shared.setup
     second = make_tiny_checkpoint(tmp_path / "second", setup.video_spec, setup.music_spec, seed=5)
     library = MusicLibrary(shared.library)
-    first = Grounder.from_checkpoint(setup.checkpoint, clip=setup.clip_dir, dtype="fp32").ground(video, library)
-    other = Grounder.from_checkpoint(second, clip=setup.clip_dir, dtype="fp32").ground(video, library)
+    first = Grounder.from_checkpoint(setup.checkpoint, library, clip=setup.clip_dir, dtype="fp32").ground(video).moments
+    other = Grounder.from_checkpoint(second, library, clip=setup.clip_dir, dtype="fp32").ground(video).moments
     assert [m.score for m in first] != [m.score for m in other]
     assert len(list((shared.library / "index").glob("*/manifest.json"))) >= 2
 

@@ -13,9 +13,8 @@ from grounding_factory import TinySetup, make_tiny_setup
 from mgsv.cli import main
 from mgsv.errors import InputError
 from mgsv.models.checkpoint import load_checkpoint
-from mgsv.search import track_index
-from mgsv.search.candidates import SearchOptions, open_candidates
-from mgsv.search.catalog import TrackFilter
+from mgsv.search import GroundOptions, SearchOptions, TrackFilter, track_index
+from mgsv.search.candidates import open_candidates
 from mgsv.search.grounder import Grounder
 from mgsv.search.library import MusicLibrary
 from mgsv.search.ranker import exact_scores
@@ -148,7 +147,7 @@ def test_other_candidate_stages_agree_with_the_exact_scan(
 
 
 def test_filters(library: MusicLibrary, model: torch.nn.Module, setup: TinySetup) -> None:
-    grounder = Grounder.from_checkpoint(setup.checkpoint, clip=None, search=SearchOptions(candidates=8))
+    grounder = Grounder.from_checkpoint(setup.checkpoint, library, clip=None, search=SearchOptions(candidates=8))
     tracks = {t.id: t for t in library.tracks()}
     feats = video_features(2)
     conditions = [
@@ -158,7 +157,7 @@ def test_filters(library: MusicLibrary, model: torch.nn.Module, setup: TinySetup
         TrackFilter.parse(120.0, ["CC0"], ["genre=rock"]),
     ]
     for condition in conditions:
-        moments = grounder.ground_features(feats, 12.0, library, top=5, filters=condition)
+        moments = grounder.ground_features(feats, 12.0, GroundOptions(top=5, filters=condition)).moments
         assert moments, condition
         for moment in moments:
             track = tracks[moment.track_id]
@@ -166,13 +165,16 @@ def test_filters(library: MusicLibrary, model: torch.nn.Module, setup: TinySetup
             assert not condition.licences or track.licence.lower() in {x.lower() for x in condition.licences}
             assert all(track.tags[key].lower() == value.lower() for key, value in condition.tags)
     # The best eligible tracks, whatever K: a filtered search equals the exhaustive search restricted by hand.
-    exhaustive = Grounder.from_checkpoint(setup.checkpoint, clip=None, search=SearchOptions(candidates=10_000))
-    everything = exhaustive.ground_features(feats, 12.0, library, top=60)
+    exhaustive = Grounder.from_checkpoint(setup.checkpoint, library, clip=None,
+                                          search=SearchOptions(candidates=10_000))
+    everything = exhaustive.ground_features(feats, 12.0, GroundOptions(top=60)).moments
     wanted = [m.track_id for m in everything if tracks[m.track_id].licence == "CC0"][:3]
-    filtered = exhaustive.ground_features(feats, 12.0, library, top=3, filters=TrackFilter(licences=("CC0",)))
+    filtered = exhaustive.ground_features(
+        feats, 12.0, GroundOptions(top=3, filters=TrackFilter(licences=("CC0",)))
+    ).moments
     assert [m.track_id for m in filtered] == wanted
     with pytest.raises(InputError, match="no track of the library matches the filters .*tag genre='polka'"):
-        grounder.ground_features(feats, 12.0, library, filters=TrackFilter.parse(tags=["genre=polka"]))
+        grounder.ground_features(feats, 12.0, GroundOptions(filters=TrackFilter.parse(tags=["genre=polka"])))
     with pytest.raises(InputError, match="expected KEY=VALUE"):
         TrackFilter.parse(tags=["genre"])
 

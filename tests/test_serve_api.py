@@ -31,6 +31,7 @@ from serve_factory import ADMIN_TOKEN, API_TOKEN, ServeLibrary, bearer, ready_cl
 from mgsv.cli import main
 from mgsv.media.decode import read_audio
 from mgsv.media.probe import probe
+from mgsv.search import GroundOptions
 from mgsv.search.grounder import Grounder
 from mgsv.search.library import MusicLibrary
 from mgsv.serve import ground_api
@@ -160,8 +161,9 @@ def test_ground_returns_the_models_moments(client: TestClient, lib: ServeLibrary
     moments = body["moments"]
     assert [m["rank"] for m in moments] == [1, 2, 3]
     # The same moments as the Python API on the same file.
-    grounder = Grounder.from_checkpoint(lib.setup.checkpoint, clip=lib.setup.clip_dir, dtype="fp32")
-    expected = grounder.ground(video, MusicLibrary(lib.library), top=3, fit_duration=True)
+    grounder = Grounder.from_checkpoint(lib.setup.checkpoint, MusicLibrary(lib.library), clip=lib.setup.clip_dir,
+                                        dtype="fp32")
+    expected = grounder.ground(video, GroundOptions(top=3, fit_duration=True)).moments
     assert [m["track_id"] for m in moments] == [m.track_id for m in expected]
     for got, want in zip(moments, expected, strict=True):
         assert got["score"] == pytest.approx(want.score, abs=1e-5)

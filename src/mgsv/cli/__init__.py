@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="mgsv")
     except MgsvError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        from mgsv.cli.common import for_cli
+
+        err_console.print(f"[bold red]error:[/] {escape(for_cli(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")

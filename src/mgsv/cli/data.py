@@ -95,7 +95,7 @@ def fetch_command(
     features: Annotated[
         bool, typer.Option("--features/--no-features", help="Also download and unpack MGSV_feature.zip (several GB).")
     ] = True,
-    import_: Annotated[bool, typer.Option("--import", help="Import the unpacked features into OUT/features.")] = False,
+    import_features: Annotated[bool, typer.Option("--import", help="Import the unpacked features into OUT/features.")] = False,
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder (default: HF_HOME's hub cache).")
     ] = None,
@@ -121,7 +121,7 @@ def fetch_command(
             repo_id=repo_id,
             revision=revision,
             features=features,
-            import_features=import_,
+            import_features=import_features,
             endpoint=os.environ.get("HF_ENDPOINT") or None,
             cache_dir=cache_dir,
             force=force,

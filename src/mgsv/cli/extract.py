@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mgsv.cli import app
+from mgsv.cli.common import DtypeChoice, print_problems, progress_bars
 from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID
-
-
-class DtypeChoice(str, Enum):
-    auto = "auto"
-    bf16 = "bf16"
-    fp32 = "fp32"
 
 
 class IdChoice(str, Enum):
@@ -32,39 +24,6 @@ class IdChoice(str, Enum):
 class EngineChoice(str, Enum):
     serial = "serial"
     ray = "ray"
-
-
-@contextmanager
-def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """Rich progress bars on stderr, one per stage, fed by a (stage, done, total) callback."""
-    if not enabled:
-        yield None
-        return
-    bars = Progress(
-        TextColumn("{task.description:>14}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
-    tasks: dict[str, Any] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bars.add_task(stage, total=total)
-        bars.update(tasks[stage], completed=done, total=total)
-
-    with bars:
-        yield update
-
-
-def print_problems(console: Console, title: str, problems: list[Any], style: str) -> None:
-    """A heading and one line per (path, reason) problem."""
-    if not problems:
-        return
-    console.print(f"[{style}]{title} ({len(problems)}):[/]", highlight=False)
-    for problem in problems:
-        console.print(f"  {escape(problem.path)}: {escape(problem.reason)}", highlight=False, soft_wrap=True)
 
 
 @app.command("extract")

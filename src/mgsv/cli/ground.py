@@ -13,28 +13,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from mgsv.cli import app
-from mgsv.cli.extract import DtypeChoice, print_problems, progress_bars
-from mgsv.defaults import DEFAULT_CLIP_ID as DEFAULT_CLIP
+from mgsv.cli.common import (
+    DtypeChoice,
+    IndexChoice,
+    MemoryChoice,
+    PrecisionChoice,
+    for_cli,
+    print_problems,
+    problems_json,
+    progress_bars,
+)
+from mgsv.defaults import DEFAULT_CLIP_ID
 
 
 class SnapChoice(str, Enum):
     beats = "beats"
-
-
-class PrecisionChoice(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
-class IndexChoice(str, Enum):
-    exact = "exact"
-    faiss = "faiss"
-    lance = "lance"
-
-
-class MemoryChoice(str, Enum):
-    disk = "disk"
-    ram = "ram"
 
 
 def _render_targets(render: Path, videos: list[Path]) -> dict[Path, Path]:
@@ -58,7 +51,7 @@ def ground_command(
     videos: Annotated[list[Path], typer.Argument(help="Video files or folders of videos (searched recursively).")],
     library: Annotated[Path, typer.Option("--library", "-l", help="The music library folder (mgsv library add).")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="A trained model's checkpoint folder.")],
-    clip: Annotated[str, typer.Option("--clip", help="CLIP model: hub id or local folder.")] = DEFAULT_CLIP,
+    clip: Annotated[str, typer.Option("--clip", help="CLIP model: hub id or local folder.")] = DEFAULT_CLIP_ID,
     encoder_id: Annotated[
         str | None, typer.Option("--encoder-id", help="Encoder id of a local CLIP folder (for a copy of a hub model).")
     ] = None,
@@ -72,7 +65,7 @@ def ground_command(
     snap: Annotated[
         SnapChoice | None, typer.Option("--snap", help="Move each moment's start onto a beat (needs librosa).")
     ] = None,
-    window: Annotated[
+    window_start: Annotated[
         float, typer.Option("--window", min=0.0, help="Videos longer than 50 s: second the 50 s of frames start at.")
     ] = 0.0,
     render: Annotated[
@@ -89,10 +82,10 @@ def ground_command(
     min_duration: Annotated[
         float | None, typer.Option("--min-duration", min=0.0, help="Only tracks at least this many seconds long.")
     ] = None,
-    licence: Annotated[
+    licences: Annotated[
         list[str] | None, typer.Option("--licence", help="Only tracks with this licence tag; repeat for any of several.")
     ] = None,
-    tag: Annotated[
+    tags: Annotated[
         list[str] | None, typer.Option("--tag", help="Only tracks with this tag, KEY=VALUE (e.g. genre=ambient); repeat.")
     ] = None,
     candidates: Annotated[
@@ -119,51 +112,37 @@ def ground_command(
 
     Videos that fail are reported at the end (exit code 1); the others are still grounded.
     """
-    from mgsv.errors import MgsvError
+    from mgsv.errors import InputError, MgsvError
     from mgsv.files.discover import find_media
     from mgsv.files.problems import Problem, problem_for
-    from mgsv.media.decode import read_video_frames
-    from mgsv.search.candidates import SearchOptions
-    from mgsv.search.catalog import TrackFilter
-    from mgsv.search.grounder import Grounder, render_moment
-    from mgsv.search.library import MusicLibrary
+    from mgsv.search import Grounder, GroundOptions, MusicLibrary, SearchOptions, TrackFilter, render_moment
 
-    if snap is not None:
-        from mgsv.search.beats import require_librosa
-
-        require_librosa()  # a missing extra fails the command at once, not every video one by one
-    filters = TrackFilter.parse(min_duration, licence or [], tag or [])
+    # Every option is checked (and a missing extra reported) before any file is read.
+    options = GroundOptions(
+        top=top, fit_duration=fit_duration, snap=snap.value if snap else None, window_start=window_start,
+        filters=TrackFilter.parse(min_duration, licences or [], tags or []),
+    )
     search = SearchOptions(candidates, index.value, faiss_factory, index_memory.value)
     found = find_media(videos, "video")
     failures = [Problem(str(p), r) for p, r in found.problems]
-    music_library = MusicLibrary(library)
+    if not found.files and not failures:
+        raise InputError(", ".join(map(str, videos)), "no video files found")
     grounder = Grounder.from_checkpoint(
-        checkpoint, clip, encoder_id=encoder_id, dtype=dtype.value, device=device, precision=precision.value,
-        search=search,
+        checkpoint, MusicLibrary(library), clip, encoder_id=encoder_id, dtype=dtype.value, device=device,
+        precision=precision.value, search=search,
     )
-    grounder.check_library(music_library)
     targets = _render_targets(render, found.files) if render is not None and found.files else {}
     results: list[dict[str, Any]] = []
     with progress_bars(not json_output) as progress:
         # The library's track index for this model, built or updated (with a progress bar) before the first video.
-        grounder.encoded(music_library, progress)
+        grounder.prepare(progress)
         for number, video in enumerate(found.files):
             try:
-                frames = read_video_frames(video, window_start=window)
-                moments = grounder.ground_frames(
-                    frames, music_library, top, fit_duration=fit_duration, snap=snap.value if snap else None,
-                    filters=filters,
-                )
-                result: dict[str, Any] = {
-                    "video": str(video),
-                    "duration": round(frames.duration, 3),
-                    "window_start": window,
-                    "frames": len(frames),
-                    "moments": [m.to_dict() for m in moments],
-                    "rendered": None,
-                }
-                if video in targets and moments:
-                    rendered = render_moment(video, moments[0], targets[video], frames.duration, keep_audio, force)
+                grounded = grounder.ground(video, options)
+                result = {**grounded.to_dict(), "rendered": None}
+                if video in targets and grounded.moments:
+                    rendered = render_moment(video, grounded.moments[0], targets[video], grounded.duration,
+                                             keep_audio, force)
                     result["rendered"] = rendered.to_json()
                 results.append(result)
             except MgsvError as exc:
@@ -171,7 +150,7 @@ def ground_command(
             if progress:
                 progress("ground", number + 1, len(found.files))
     if json_output:
-        typer.echo(json.dumps({"results": results, "failures": [p.to_dict() for p in failures]}))
+        typer.echo(json.dumps({"results": results, "failures": problems_json(failures)}))
     else:
         _print_results(Console(), results)
         print_problems(Console(), "failed", failures, "bold red")
@@ -198,5 +177,7 @@ def _print_results(console: Console, results: list[dict[str, Any]]) -> None:
                 escape("; ".join(notes)),
             )
         console.print(table)
+        for note in result["notes"]:
+            console.print(f"note: {escape(for_cli(note))}", highlight=False, soft_wrap=True)
         if result["rendered"]:
             console.print(f"rendered: {escape(result['rendered']['path'])}", highlight=False, soft_wrap=True)

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mgsv.cli import app
-from mgsv.cli.extract import DtypeChoice, print_problems, progress_bars
+from mgsv.cli.common import DtypeChoice, print_problems, progress_bars
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
 
 library_app = typer.Typer(

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mgsv.cli import app, err_console
-from mgsv.cli.extract import DtypeChoice
+from mgsv.cli.common import DtypeChoice, IndexChoice, MemoryChoice, PrecisionChoice
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
 from mgsv.defaults import DEFAULT_CLIP_ID as DEFAULT_CLIP
 
@@ -54,6 +54,21 @@ def serve_command(
         DtypeChoice.auto
     ),
     device: Annotated[str, typer.Option("--device", help="Torch device.")] = "cpu",
+    precision: Annotated[
+        PrecisionChoice, typer.Option("--precision", help="MaDe arithmetic: fp32, or bf16 autocast (faster on AMX).")
+    ] = PrecisionChoice.fp32,
+    candidates: Annotated[
+        int, typer.Option("--candidates", min=1, help="Tracks scored exactly per request (the top K by h0).")
+    ] = 2000,
+    index: Annotated[IndexChoice, typer.Option("--index", help="Candidate stage: exact scan, faiss or lance.")] = (
+        IndexChoice.exact
+    ),
+    faiss_factory: Annotated[
+        str | None, typer.Option("--faiss-factory", help="With --index faiss: FAISS factory string (IVF..,Flat).")
+    ] = None,
+    index_memory: Annotated[
+        MemoryChoice, typer.Option("--index-memory", help="Track index tokens: read per query (disk) or held (ram).")
+    ] = MemoryChoice.disk,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")] = 8000,
     api_token: Annotated[
@@ -104,6 +119,7 @@ def serve_command(
 
     from mgsv.errors import InputError
     from mgsv.search.library import MusicLibrary
+    from mgsv.search.options import SearchOptions
     from mgsv.serve.app import create_app
     from mgsv.serve.settings import MB, AbStudySettings, Limits, ServeSettings
 
@@ -136,6 +152,8 @@ def serve_command(
         encoder_id=encoder_id,
         dtype=dtype.value,
         device=device,
+        precision=precision.value,
+        search=SearchOptions(candidates, index.value, faiss_factory, index_memory.value),
         ast=ast,
         api_token=api_token or None,
         admin_token=admin_token or None,

@@ -19,7 +19,7 @@ import numpy as np
 
 from mgsv.atomic_io import atomic_writer
 from mgsv.data.annotations import read_validated
-from mgsv.errors import InputError, OutputExistsError, ProblemsError
+from mgsv.errors import InputError, OptionError, OutputExistsError, ProblemsError
 
 SPLIT_FILES = {"train": "train_data.csv", "val": "val_data.csv", "test": "test_data.csv"}
 
@@ -47,7 +47,7 @@ class SplitRows:
 def load_annotation_set(paths: Sequence[str | PathLike[str]]) -> AnnotationSet:
     """Validate and concatenate annotation CSVs (same columns, any order; no video id in two files)."""
     if not paths:
-        raise InputError("--annotations", "give at least one annotation CSV")
+        raise OptionError("annotations", "give at least one annotation CSV")
     header: list[str] | None = None
     rows: list[list[str]] = []
     video_ids: list[str] = []

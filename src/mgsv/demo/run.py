@@ -29,7 +29,7 @@ import pandas as pd
 
 from mgsv.data.annotations import COLUMNS
 from mgsv.demo import EPOCHS
-from mgsv.errors import InputError, OutputExistsError
+from mgsv.errors import InputError, OptionError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ def prepare_folder(out: Path, force: bool) -> None:
         raise InputError(out, "exists and is not a folder; choose another --out")
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).exists() and not force:
-            raise OutputExistsError(f"{out}: exists and is not an mgsv demo folder; choose another --out or "
-                                    "--force (nothing was changed)")
+            raise OutputExistsError(f"{out}: exists and is not an mgsv demo folder; choose another `out` or "
+                                    "`force` (nothing was changed)")
         here = Path.cwd().resolve()
         if out.resolve() in (here, *here.parents, Path.home().resolve()):
             raise OutputExistsError(f"{out}: refusing to replace the current folder, a parent of it or the home "
@@ -129,7 +129,7 @@ class _Stages:
 def run_demo(out: Path, epochs: int = EPOCHS, force: bool = False, say: Callable[[str], None] = print) -> DemoResult:
     """Run every step of the demo in `out` (see the module docstring)."""
     if epochs < 1:
-        raise InputError("--epochs", f"must be at least 1, got {epochs}")
+        raise OptionError("epochs", f"must be at least 1, got {epochs}")
     prepare_folder(out, force)
     with _one_torch_thread():
         return _run(out, epochs, say)
@@ -181,15 +181,15 @@ def _run(out: Path, epochs: int, say: Callable[[str], None]) -> DemoResult:
     with stages.stage("grounding"):
         say("[4/5] grounding a held-out video against the library")
         from mgsv.demo.visuals import write_video
-        from mgsv.search.grounder import Grounder, render_moment
+        from mgsv.search import Grounder, GroundOptions, render_moment
 
         # The first test video cut from inside a track: one from its first second would make a moment at 0 s look
         # like a default answer.
         tests = queries[queries.split == "test"]
         query = tests[tests.music_start > 0].iloc[0] if (tests.music_start > 0).any() else tests.iloc[0]
         video = write_video(out / "query-video.mp4", test_frames[query.video_id])
-        grounder = Grounder.from_checkpoint(checkpoint, clip=clip)
-        moments = grounder.ground(video, library, top=5, fit_duration=True)
+        grounder = Grounder.from_checkpoint(checkpoint, library, clip=clip)
+        moments = grounder.ground(video, GroundOptions(top=5, fit_duration=True)).moments
 
     with stages.stage("render"):
         say("[5/5] rendering the video with the top moment as its soundtrack")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID, MUSIC_HORIZON_S
-from mgsv.errors import InputError, MgsvError, SpecMismatchError
+from mgsv.errors import InputError, MgsvError, OptionError, SpecMismatchError
 from mgsv.extract.hashing import ContentIndex
 from mgsv.extract.plan import IdScheme, ModalityReport, Planned, Progress, hash_files, plan_items, store_copies
 from mgsv.features.spec import FeatureSpec
@@ -155,9 +155,9 @@ def extract_features(
     if flush_every < 1:
         raise InputError("flush_every", f"must be at least 1, got {flush_every}")
     if ids not in ("stem", "hash"):
-        raise InputError("--ids", f"must be 'stem' or 'hash', got {ids!r}")
+        raise OptionError("ids", f"must be 'stem' or 'hash', got {ids!r}")
     if engine not in ENGINES:
-        raise InputError("--engine", f"must be one of {', '.join(ENGINES)}, got {engine!r}")
+        raise OptionError("engine", f"must be one of {', '.join(ENGINES)}, got {engine!r}")
     store_dir = Path(store_dir)
     encoders = encoders or EncoderOptions()
     found = {"video": find_media(list(videos), "video"), "music": find_media(list(music), "music")}

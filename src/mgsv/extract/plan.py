@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mgsv.errors import InputError, MgsvError
+from mgsv.errors import MgsvError, OptionError
 from mgsv.extract.hashing import HASH_ID_LENGTH, ContentIndex
 from mgsv.features.store import FeatureStore, FeatureTable
 from mgsv.files.hashing import content_hash
@@ -62,7 +62,7 @@ def item_id_for(path: Path, digest: str, scheme: IdScheme) -> str:
         return path.stem
     if scheme == "hash":
         return digest[:HASH_ID_LENGTH]
-    raise InputError("--ids", f"must be 'stem' or 'hash', got {scheme!r}")
+    raise OptionError("ids", f"must be 'stem' or 'hash', got {scheme!r}")
 
 
 def hash_files(paths: list[Path], report: ModalityReport) -> list[tuple[Path, str]]:

@@ -56,7 +56,7 @@ def require_ray() -> Any:
         import ray
         import ray.data  # Ray Data comes with ray[data]; a bare ray lacks its dependencies
     except ImportError as exc:
-        raise MgsvError(f"--engine ray needs Ray Data: pip install 'mgsv[ray]' ({exc})") from exc
+        raise MgsvError(f"`engine` ray needs Ray Data: pip install 'mgsv[ray]' ({exc})") from exc
     return ray
 
 
@@ -277,7 +277,7 @@ def extract_modality_on_ray(
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         if device.startswith("cuda"):
             if gpus < 1:
-                raise MgsvError("--device cuda with --engine ray: the Ray cluster has no GPU")
+                raise MgsvError("`device` cuda with `engine` ray: the Ray cluster has no GPU")
             actors, actor_resources, threads = gpus, {"num_gpus": 1}, None
         else:
             # CPU encoding: one single-threaded actor per CPU but one, which is left to the decoding tasks.

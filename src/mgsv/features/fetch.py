@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mgsv.atomic_io import atomic_path
-from mgsv.errors import InputError, MgsvError, OutputExistsError
+from mgsv.errors import InputError, MgsvError, OptionError, OutputExistsError
 from mgsv.features.official import ImportResult, Progress, find_layout_root, import_official
 
 DEFAULT_REPO = "xxayt/MGSV-EC"
@@ -77,7 +77,7 @@ def fetch_dataset(
     from huggingface_hub import constants
 
     if import_features and not features:
-        raise InputError("--import", "importing needs the features; drop --no-features")
+        raise OptionError("import_features", "importing needs the features, which `features` turned off")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     wanted = list(CSV_FILES) + ([FEATURES_ZIP] if features else [])

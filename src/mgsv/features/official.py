@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mgsv.errors import InputError, MgsvError, OutputExistsError, ProblemsError
+from mgsv.errors import InputError, MgsvError, OptionError, OutputExistsError, ProblemsError
 from mgsv.features.spec import VIDEO_SPEC, FeatureSpec, music_spec
 from mgsv.features.store import FeatureStore
 
@@ -67,8 +67,8 @@ def music_dir(stride: float) -> str:
     try:
         return MUSIC_DIRS[float(stride)]
     except KeyError:
-        raise InputError(
-            "--stride",
+        raise OptionError(
+            "stride",
             f"unsupported stride {stride:g}; the official layout has {', '.join(f'{s:g}' for s in MUSIC_DIRS)}",
         ) from None
 

@@ -533,6 +533,12 @@ class FeatureStore:
         return f"FeatureStore({str(self.root)!r}, modalities={self.modalities})"
 
     # -- read -----------------------------------------------------------------------------------------------
+    def shard_count(self, modality: str) -> int:
+        """Published shards of a modality, as the manifest on disk lists them now (other writers included)."""
+        self._check_modality(modality)
+        self.refresh()
+        return len(self._manifest[modality]["shards"])
+
     def modality(self, modality: str) -> FeatureTable:
         """Read access to one modality as currently published."""
         self.refresh()

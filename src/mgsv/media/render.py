@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mgsv.atomic_io import atomic_path
-from mgsv.errors import InputError, OutputExistsError
+from mgsv.errors import InputError, OptionError, OutputExistsError
 from mgsv.media.decode import decode_stream, is_silent, read_audio_channels
 from mgsv.media.probe import check_readable_file, open_media, probe, video_stream
 
@@ -156,7 +156,7 @@ def _check_output(out: Path, video: Path, force: bool) -> Path:
     if out.is_dir():
         raise InputError(out, "is a directory; --out must be a file name")
     if out.exists() and not force:
-        raise OutputExistsError(f"{out}: already exists; pass --force to overwrite it")
+        raise OutputExistsError(f"{out}: already exists; pass `force` to overwrite it")
     if not out.parent.is_dir():
         raise InputError(out, f"the folder {out.parent} does not exist")
     return out
@@ -164,15 +164,15 @@ def _check_output(out: Path, video: Path, force: bool) -> Path:
 
 def _check_numbers(start: float, end: float | None, keep_audio: float, fade: float, loudness: float) -> None:
     if not math.isfinite(start) or start < 0:
-        raise InputError("--start", f"must be a number of seconds >= 0, got {start}")
+        raise OptionError("start", f"must be a number of seconds >= 0, got {start}")
     if end is not None and (not math.isfinite(end) or end <= start):
-        raise InputError("--end", f"must be after the start ({start:g} s), got {end}")
+        raise OptionError("end", f"must be after the start ({start:g} s), got {end}")
     if not 0 <= keep_audio <= 1:
-        raise InputError("--keep-audio", f"must be a gain between 0 (drop) and 1 (unchanged), got {keep_audio}")
+        raise OptionError("keep_audio", f"must be a gain between 0 (drop) and 1 (unchanged), got {keep_audio}")
     if not 0 <= fade <= 10:
-        raise InputError("--fade", f"must be between 0 and 10 seconds, got {fade}")
+        raise OptionError("fade", f"must be between 0 and 10 seconds, got {fade}")
     if not -70 <= loudness <= 0:
-        raise InputError("--loudness", f"must be a LUFS target between -70 and 0, got {loudness}")
+        raise OptionError("loudness", f"must be a LUFS target between -70 and 0, got {loudness}")
 
 
 # ------------------------------------------------------------------------------------------------ audio

@@ -301,7 +301,7 @@ def read_official_state_dict(path: str | Path, allow_pickle: bool = False) -> tu
         if found is None:
             raise InputError(path, "not a readable PyTorch checkpoint (truncated or another format?)") from exc
         raise InputError(path, f"it holds Python objects besides tensors ({found.group(1)}); if you trust the file, "
-                               "--allow-pickle loads it with the full unpickler") from exc
+                               "`allow_pickle` loads it with the full unpickler") from exc
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
         raise InputError(path, f"not a readable PyTorch checkpoint (truncated or another format?): {exc}") from exc
     extras: dict = {}

@@ -1,29 +1,42 @@
-"""Music search: the persistent music library and grounding videos in it.
+"""Ground videos in a music library: the library and the grounding service every front door uses.
 
-- `library`: `MusicLibrary`, a folder with track metadata (SQLite), AST tokens (a feature store) and a per-model
-  cache of the music-side work.
-- `ranker`: p_s against every track, detection on the top k, moments placed inside tracks.
-- `grounder`: `Grounder`, from a video file to `GroundedMoment`s; `render_moment`.
+- `library`: `MusicLibrary`, a folder with its track catalog (`catalog`, SQLite), AST tokens (a feature store,
+  filled by `ingest`) and per-model track indexes (`library_index`, `track_index`, `candidates`).
+- `options`: `GroundOptions` (one request) and `SearchOptions` (a service); `filters`: `TrackFilter`.
+- `grounder`: `Grounder`, the service: a video -> `GroundingResult`; `render_moment`.
+- `ranker`: exact p_s of candidates, detection on the top k, moments placed inside tracks.
 - `beats`: snapping a moment's start to a beat (librosa, optional).
 
-Importing `mgsv.search` does not import torch; `Grounder` and the ranker import it when used.
+    from mgsv.search import GroundOptions, Grounder, MusicLibrary
+
+    grounder = Grounder.from_checkpoint("runs/made/checkpoints/best_mor1_iou07", MusicLibrary("lib"))
+    result = grounder.ground("clip.mp4", GroundOptions(top=5))
+
+Importing `mgsv.search` does not import torch; the grounder and the ranker import it when used.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mgsv.search.library import MusicLibrary, Track
+from mgsv.search.catalog import Track
+from mgsv.search.filters import TrackFilter
+from mgsv.search.library import MusicLibrary
+from mgsv.search.options import GroundOptions, SearchOptions
 
 if TYPE_CHECKING:
-    from mgsv.search.grounder import GroundedMoment, Grounder
+    from mgsv.search.grounder import GroundedMoment, Grounder, GroundingResult, render_moment
 
-__all__ = ["GroundedMoment", "Grounder", "MusicLibrary", "Track"]
+__all__ = [
+    "GroundOptions", "GroundedMoment", "Grounder", "GroundingResult", "MusicLibrary", "SearchOptions", "Track",
+    "TrackFilter", "render_moment",
+]
+_LAZY = ("GroundedMoment", "Grounder", "GroundingResult", "render_moment")
 
 
 def __getattr__(name: str) -> Any:
-    # Grounder pulls in torch and the model; load it on first use so that `mgsv library list` stays light.
-    if name in ("Grounder", "GroundedMoment"):
+    # The grounder pulls in torch and the model; load it on first use so that `mgsv library list` stays light.
+    if name in _LAZY:
         from mgsv.search import grounder
 
         return getattr(grounder, name)

@@ -14,26 +14,15 @@ from types import ModuleType
 
 import numpy as np
 
-from mgsv.errors import MgsvError
+from mgsv.errors import MissingExtraError, require_extra  # noqa: F401  (MissingExtraError: what callers catch)
 
 BEAT_SAMPLE_RATE = 22050  # librosa's default analysis rate
 CONTEXT_S = 8.0  # seconds of music analysed on each side of the moment's start
 
 
-class MissingExtraError(MgsvError):
-    """An optional dependency is not installed."""
-
-
 def require_librosa() -> ModuleType:
     """Import librosa, or explain which extra installs it."""
-    try:
-        import librosa
-    except ImportError as exc:
-        raise MissingExtraError(
-            "snapping to beats needs librosa, which is not installed: pip install 'mgsv[beats]' (or pip install "
-            "librosa)"
-        ) from exc
-    return librosa
+    return require_extra("librosa", "beats", "snapping to beats")  # type: ignore[return-value]
 
 
 def beat_times(path: str | os.PathLike[str], around_s: float, context_s: float = CONTEXT_S) -> np.ndarray:

@@ -22,55 +22,20 @@ index changes (its generation).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from mgsv.atomic_io import atomic_path
-from mgsv.errors import InputError, MgsvError
-from mgsv.search.track_index import MEMORY_CHOICES, TrackIndex, require_memory
+from mgsv.errors import OptionError, require_extra
+from mgsv.search.options import INDEX_CHOICES
+from mgsv.search.track_index import TrackIndex, require_memory
 
 log = logging.getLogger(__name__)
 
-INDEX_CHOICES = ("exact", "faiss", "lance")
-DEFAULT_CANDIDATES = 2000
 LANCE_ANN_ROWS = 100_000  # below this a Lance flat scan is exact and fast enough
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """How a library is searched: candidate stage kind and size, and where the track index's tokens live."""
-
-    candidates: int = DEFAULT_CANDIDATES  # K: tracks scored exactly per query
-    index: str = "exact"  # the candidate stage: exact, faiss or lance
-    faiss_factory: str | None = None  # FAISS index factory string (default: IVF with 4 sqrt(N) lists, flat)
-    memory: str = "disk"  # track index tokens: read per query ("disk") or loaded at open ("ram")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
-            raise InputError("--candidates", f"must be a whole number >= 1, got {self.candidates!r}")
-        if self.index not in INDEX_CHOICES:
-            raise InputError("--index", f"must be one of {', '.join(INDEX_CHOICES)}, got {self.index!r}")
-        if self.memory not in MEMORY_CHOICES:
-            raise InputError("--index-memory", f"must be one of {', '.join(MEMORY_CHOICES)}, got {self.memory!r}")
-
-
-class MissingExtraError(MgsvError):
-    """An optional dependency that a chosen option needs is not installed."""
-
-
-def require(module: str, extra: str) -> Any:
-    """Import an optional dependency, or explain which extra installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"this needs the optional package {module!r}: pip install 'mgsv[{extra}]' ({exc})"
-        ) from exc
 
 
 class CandidateIndex(Protocol):
@@ -131,7 +96,7 @@ class FaissCandidates:
     kind = "faiss"
 
     def __init__(self, index: TrackIndex, factory: str | None = None, nprobe: int = 32) -> None:
-        faiss = require("faiss", "faiss")
+        faiss = require_extra("faiss", "faiss", "the FAISS candidate stage (index faiss)")
         self.size = len(index)
         self.nprobe = nprobe
         lists = max(1, min(int(4 * math.sqrt(max(self.size, 1))), self.size // 39 or 1))
@@ -182,7 +147,7 @@ class LanceCandidates:
     kind = "lance"
 
     def __init__(self, index: TrackIndex, nprobes: int = 32) -> None:
-        lancedb = require("lancedb", "lance")
+        lancedb = require_extra("lancedb", "lance", "the LanceDB candidate stage (index lance)")
         import pyarrow as pa
 
         self.size = len(index)
@@ -231,4 +196,4 @@ def open_candidates(index: TrackIndex, kind: str = "exact", factory: str | None 
         return FaissCandidates(index, factory)
     if kind == "lance":
         return LanceCandidates(index)
-    raise InputError("--index", f"must be one of {', '.join(INDEX_CHOICES)}, got {kind!r}")
+    raise OptionError("index", f"must be one of {', '.join(INDEX_CHOICES)}, got {kind!r}")

@@ -1,8 +1,12 @@
-"""Ground a video in a music library: which tracks fit it, and which moment of each (the Python API of `mgsv ground`).
+"""The grounding service: a video in, the tracks of a music library that fit it and the moment of each out.
 
-    grounder = Grounder.from_checkpoint("runs/made/checkpoints/best", clip="openai/clip-vit-base-patch32")
-    library = MusicLibrary("my-library")
-    for moment in grounder.ground("clip.mp4", library, top=5):
+One service for every front door: `mgsv ground`, `mgsv serve` and Python all build a `Grounder` and call
+`ground(video, GroundOptions(...))`; they only translate their inputs into options and the `GroundingResult` into
+text or JSON.
+
+    grounder = Grounder.from_checkpoint("runs/made/checkpoints/best_mor1_iou07", MusicLibrary("my-library"))
+    result = grounder.ground("clip.mp4", GroundOptions(top=5, fit_duration=True))
+    for moment in result.moments:
         print(moment.track_id, moment.start_s, moment.end_s, moment.score)
 
 Steps: decode 1 fps frames (at most 50, from `window_start`), CLIP-encode them, `encode_video`, the K candidate
@@ -20,22 +24,22 @@ track is long enough, grounding fails with a message naming the longest track.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mgsv.defaults import DEFAULT_CLIP_ID
-from mgsv.errors import InputError, SpecMismatchError
+from mgsv.errors import InputError, OptionError, SpecMismatchError
 from mgsv.features.spec import FeatureSpec
 from mgsv.search import ranker
-from mgsv.search.candidates import SearchOptions
-from mgsv.search.catalog import TrackFilter
-from mgsv.search.library import EncodedLibrary, MusicLibrary, Progress, Track
+from mgsv.search.catalog import Track
+from mgsv.search.filters import TrackFilter
+from mgsv.search.library import EncodedLibrary, MusicLibrary, Progress
+from mgsv.search.options import GroundOptions, SearchOptions
 
 if TYPE_CHECKING:
     import torch
@@ -43,10 +47,6 @@ if TYPE_CHECKING:
     from mgsv.encoders.clip import ClipFrameEncoder
     from mgsv.media.decode import VideoFrames
     from mgsv.media.render import RenderResult
-
-log = logging.getLogger(__name__)
-
-SNAP_CHOICES = ("beats",)
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,29 @@ class GroundedMoment:
         return data
 
 
+@dataclass
+class GroundingResult:
+    """What grounding one video gave: the video as the model read it, the moments (best first), and notes."""
+
+    video: str  # the file, or "video" for features given directly
+    duration: float  # seconds of video in the file
+    window_start: float  # the second the model's frames start at
+    frames: int  # 1 fps frames the model read (at most 50)
+    moments: list[GroundedMoment]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types."""
+        return {
+            "video": self.video,
+            "duration": round(self.duration, 3),
+            "window_start": self.window_start,
+            "frames": self.frames,
+            "moments": [m.to_dict() for m in self.moments],
+            "notes": list(self.notes),
+        }
+
+
 def checkpoint_specs(feature_specs: Mapping[str, Any], where: str) -> dict[str, FeatureSpec]:
     """The checkpoint's video and music specs as FeatureSpecs; a checkpoint without them cannot be checked."""
     specs = {}
@@ -96,20 +119,26 @@ def checkpoint_specs(feature_specs: Mapping[str, Any], where: str) -> dict[str, 
 
 
 class Grounder:
-    """A grounding model with its frame encoder; grounds videos in music libraries (see the module docstring)."""
+    """A grounding model, its frame encoder and a music library: grounds videos (see the module docstring)."""
 
     def __init__(
         self,
         model: torch.nn.Module,
         feature_specs: Mapping[str, FeatureSpec],
+        library: MusicLibrary | str | os.PathLike[str],
         clip: ClipFrameEncoder | None = None,
+        *,
         device: str = "cpu",
         precision: str = "fp32",
-        source: str = "model",
         search: SearchOptions | None = None,
+        source: str = "model",
     ) -> None:
-        if precision not in ("fp32", "bf16"):
-            raise InputError("precision", f"must be fp32 or bf16, got {precision!r}")
+        from mgsv.inference.batched import PRECISIONS
+        from mgsv.models.contract import model_fingerprint, require
+
+        if precision not in PRECISIONS:
+            raise OptionError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        require(model, searchable=True, purpose="grounding in a music library")
         self.model = model.to(device).eval()
         self.video_spec = feature_specs["video"]
         self.music_spec = feature_specs["music"]
@@ -118,16 +147,19 @@ class Grounder:
         self.source = source
         self.clip = clip
         self.search = search or SearchOptions()
-        from mgsv.models.contract import model_fingerprint
-
+        self.library = library if isinstance(library, MusicLibrary) else MusicLibrary(library)
         self.fingerprint = model_fingerprint(self.model)  # names the model's track index in every library
         if clip is not None:
             self.video_spec.check_compatible(clip.spec, what=f"CLIP encoder {clip.encoder_id} vs checkpoint {source}")
+        self.music_spec.check_compatible(
+            self.library.spec, what=f"library {self.library.root} vs checkpoint {source}"
+        )
 
     @classmethod
     def from_checkpoint(
         cls,
         checkpoint: str | os.PathLike[str],
+        library: MusicLibrary | str | os.PathLike[str],
         clip: str | os.PathLike[str] | ClipFrameEncoder | None = DEFAULT_CLIP_ID,
         *,
         encoder_id: str | None = None,
@@ -145,91 +177,64 @@ class Grounder:
             from mgsv.encoders.clip import ClipFrameEncoder
 
             clip = ClipFrameEncoder.from_pretrained(clip, device=device, dtype=dtype, encoder_id=encoder_id)
-        return cls(model, specs, clip, device=device, precision=precision, source=str(checkpoint), search=search)
+        return cls(model, specs, library, clip, device=device, precision=precision, search=search,
+                   source=str(checkpoint))
 
-    def check_library(self, library: MusicLibrary) -> None:
-        """Refuse a library whose tokens were made with another music spec than the checkpoint's."""
-        self.music_spec.check_compatible(library.spec, what=f"library {library.root} vs checkpoint {self.source}")
-
-    def encoded(self, library: MusicLibrary, progress: Progress | None = None) -> EncodedLibrary:
-        """The library as this model sees it (its track index built or updated first if needed)."""
-        return library.encoded(self.model, self.device, progress, self.fingerprint, self.search)
+    def prepare(self, progress: Progress | None = None) -> EncodedLibrary:
+        """The library as this model sees it: its track index built or updated first if needed (`progress`
+        reports the tracks encoded). Grounding calls it too; call it first to do that work before any video."""
+        return self.library.encoded(self.model, self.device, progress, self.fingerprint, self.search)
 
     # -- grounding --------------------------------------------------------------------------------------------
 
-    def ground(
-        self,
-        video: str | os.PathLike[str],
-        library: MusicLibrary,
-        top: int = 5,
-        *,
-        fit_duration: bool = False,
-        snap: str | None = None,
-        window_start: float = 0.0,
-        filters: TrackFilter | None = None,
-    ) -> list[GroundedMoment]:
-        """Decode a video file and ground it (see the module docstring)."""
+    def ground(self, video: str | os.PathLike[str], options: GroundOptions | None = None) -> GroundingResult:
+        """Decode a video file and ground it."""
         from mgsv.media.decode import read_video_frames
 
-        frames = read_video_frames(video, window_start=window_start)
-        return self.ground_frames(frames, library, top, fit_duration=fit_duration, snap=snap, filters=filters)
+        options = options or GroundOptions()
+        return self.ground_frames(read_video_frames(video, window_start=options.window_start), options)
 
-    def ground_frames(
-        self,
-        frames: VideoFrames,
-        library: MusicLibrary,
-        top: int = 5,
-        *,
-        fit_duration: bool = False,
-        snap: str | None = None,
-        filters: TrackFilter | None = None,
-    ) -> list[GroundedMoment]:
+    def ground_frames(self, frames: VideoFrames, options: GroundOptions | None = None) -> GroundingResult:
         """Ground decoded frames (`mgsv.media.decode.read_video_frames`); CLIP encodes them here."""
         if self.clip is None:
             raise ValueError("this Grounder has no CLIP encoder: pass clip= or use ground_features")
+        options = options or GroundOptions()
         feats = self.clip.encode(frames.frames, source=str(frames.path))
-        return self.ground_features(
-            feats, frames.duration, library, top, fit_duration=fit_duration, snap=snap, source=str(frames.path),
-            filters=filters,
-        )
+        result = self.ground_features(feats, frames.duration, options, source=str(frames.path))
+        result.window_start = frames.window_start
+        if frames.truncated:
+            last = frames.timestamps[-1] + 1
+            result.notes.append(
+                f"the video is {frames.duration:.1f} s long: the model read seconds {frames.window_start:g}-{last:g} "
+                "(`window_start` picks another part)"
+            )
+        return result
 
     def ground_features(
         self,
         frame_feats: np.ndarray,
         video_duration: float,
-        library: MusicLibrary,
-        top: int = 5,
+        options: GroundOptions | None = None,
         *,
-        fit_duration: bool = False,
-        snap: str | None = None,
         source: str = "video",
-        filters: TrackFilter | None = None,
-    ) -> list[GroundedMoment]:
+    ) -> GroundingResult:
         """Ground a video given its CLIP frame features [N, D] (made with the checkpoint's video spec)."""
         import torch
 
-        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-            raise InputError("--top", f"must be a whole number >= 1, got {top!r}")
-        if snap is not None and snap not in SNAP_CHOICES:
-            raise InputError("--snap", f"must be one of {', '.join(SNAP_CHOICES)}, got {snap!r}")
-        if snap == "beats":
-            from mgsv.search.beats import require_librosa
+        from mgsv.inference.batched import autocast
 
-            require_librosa()  # before any work: a missing extra is the user's to fix
+        options = options or GroundOptions()
         feats = np.asarray(frame_feats, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[1] != self.video_spec.dim or len(feats) == 0:
             raise InputError(source, f"frame features must be [frames, {self.video_spec.dim}], got {list(feats.shape)}")
-        self.check_library(library)
-        encoded = self.encoded(library)
-        condition = filters or TrackFilter()
-        if fit_duration:
+        encoded = self.prepare()
+        condition = options.filters
+        if options.fit_duration:
             condition = condition.with_min_duration(video_duration)
         eligible = encoded.catalog.eligible(condition)
         if eligible is not None and not eligible.any():
-            raise self._nothing_eligible(source, library, encoded, condition, fit_duration, video_duration)
+            raise self._nothing_eligible(source, encoded, condition, options.fit_duration, video_duration)
         with torch.inference_mode():
-            from mgsv.inference.batched import autocast
-
             frames = torch.from_numpy(feats)[None].to(self.device)
             mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=self.device)
             with autocast(self.precision, self.device):
@@ -237,29 +242,24 @@ class Grounder:
         query = video.embedding[0].float().cpu().numpy()
         candidates = encoded.candidates.search(query, self.search.candidates, eligible)
         scores = ranker.exact_scores(self.model, video, encoded.index, candidates)
-        best = ranker.top_rows(scores, top)
+        best = ranker.top_rows(scores, options.top)
         rows = candidates[best]
         music = self.model.index_encodings(encoded.index.entries(rows, self.device))
         predicted, centres = ranker.detect_moments(
             self.model, video, music, np.arange(len(rows)), self.precision, self.device
         )
-        tracks = library.tracks_by_rowid(encoded.catalog.track_rowid[rows])
-        moments = []
-        for rank, (track, score, (start, end), centre) in enumerate(
-            zip(tracks, scores[best], predicted, centres, strict=True), start=1
-        ):
-            moments.append(
-                self._moment(
-                    rank, track, float(score), float(start), float(end), float(centre), video_duration, fit_duration,
-                    snap,
-                )
-            )  # fmt: skip
-        return moments
+        tracks = self.library.tracks_by_rowid(encoded.catalog.track_rowid[rows])
+        moments = [
+            self._moment(rank, track, float(score), float(start), float(end), float(centre), video_duration, options)
+            for rank, (track, score, (start, end), centre) in enumerate(
+                zip(tracks, scores[best], predicted, centres, strict=True), start=1
+            )
+        ]
+        return GroundingResult(source, float(video_duration), options.window_start, len(feats), moments)
 
-    @staticmethod
     def _nothing_eligible(
+        self,
         source: str,
-        library: MusicLibrary,
         encoded: EncodedLibrary,
         condition: TrackFilter,
         fit_duration: bool,
@@ -268,18 +268,18 @@ class Grounder:
         """The error for a search that no track can answer."""
         catalog = encoded.catalog
         longest_row = int(np.argmax(np.where(catalog.live, catalog.duration, -1.0)))
-        longest = library.tracks_by_rowid([catalog.track_rowid[longest_row]])[0]
+        longest = self.library.tracks_by_rowid([catalog.track_rowid[longest_row]])[0]
         if fit_duration and longest.duration < video_duration:
             return InputError(
                 source,
                 f"the video is {video_duration:.1f} s long but the longest track in the library is "
                 f"{longest.duration:.1f} s ({longest.id}): no track can cover the whole video; ground without "
-                "--fit-duration to get the best partial moments",
+                "`fit_duration` to get the best partial moments",
             )
         return InputError(source, f"no track of the library matches the filters ({condition.describe()})")
 
+    @staticmethod
     def _moment(
-        self,
         rank: int,
         track: Track,
         score: float,
@@ -287,12 +287,11 @@ class Grounder:
         end: float,
         centre: float,
         video_duration: float,
-        fit_duration: bool,
-        snap: str | None,
+        options: GroundOptions,
     ) -> GroundedMoment:
         notes: list[str] = []
         too_short = track.duration < video_duration
-        if fit_duration:
+        if options.fit_duration:
             placed = ranker.fit_to_length(centre, video_duration, track.duration)
             assert placed is not None  # tracks too short were not eligible
             start, end = placed
@@ -301,7 +300,7 @@ class Grounder:
             if too_short:
                 notes.append(f"the track ({track.duration:.1f} s) is shorter than the video ({video_duration:.1f} s)")
         snapped = False
-        if snap == "beats":
+        if options.snap == "beats":
             from mgsv.search.beats import beat_times, snap_to_beat
 
             try:

@@ -49,7 +49,7 @@ import numpy as np
 from filelock import FileLock
 
 from mgsv.atomic_io import TEMP_PREFIX, fsync_directory, fsync_file, write_json_atomic
-from mgsv.errors import InputError, MgsvError
+from mgsv.errors import InputError, MgsvError, OptionError
 from mgsv.manifests import read_versioned_json
 
 if TYPE_CHECKING:
@@ -355,7 +355,7 @@ class TrackIndex:
 
     def __init__(self, root: str | os.PathLike[str], memory: str = "disk") -> None:
         if memory not in MEMORY_CHOICES:
-            raise InputError("--index-memory", f"must be one of {', '.join(MEMORY_CHOICES)}, got {memory!r}")
+            raise OptionError("index_memory", f"must be one of {', '.join(MEMORY_CHOICES)}, got {memory!r}")
         self.root = Path(root)
         manifest = read_manifest(self.root)
         if manifest is None:

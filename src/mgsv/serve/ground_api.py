@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from mgsv.errors import InputError
+from mgsv.errors import InputError, MissingExtraError, OptionError, name_options
 from mgsv.serve.auth import get_runtime, require_user
 from mgsv.serve.http_errors import ApiError, ErrorBody
 from mgsv.serve.media_checks import inspect_video, peek_video_duration
@@ -27,7 +27,7 @@ from mgsv.serve.preview import MEDIA_TYPE as PREVIEW_MEDIA_TYPE
 from mgsv.serve.preview import encode_preview
 from mgsv.serve.runtime import Runtime
 from mgsv.serve.schemas import (
-    GroundOptions,
+    GroundForm,
     GroundResponse,
     MomentOut,
     RenderRequest,
@@ -38,7 +38,9 @@ from mgsv.serve.schemas import (
 from mgsv.serve.uploads import receive_upload
 
 if TYPE_CHECKING:
+    from mgsv.search.grounder import GroundingResult
     from mgsv.search.library import MusicLibrary, Track
+    from mgsv.search.options import GroundOptions
 
 log = logging.getLogger("mgsv.serve")
 
@@ -151,46 +153,45 @@ async def preview(
 
 
 def _options_schema() -> dict[str, Any]:
-    schema = GroundOptions.model_json_schema()
+    schema = GroundForm.model_json_schema()
     return schema["properties"]
 
 
 def parse_ground_options(fields: dict[str, str]) -> GroundOptions:
-    """The form fields as GroundOptions (empty fields count as absent); ApiError 422 if invalid."""
+    """The form fields as the grounding service's options (empty fields count as absent); ApiError 422 if invalid."""
+    from mgsv.search.filters import TrackFilter
+    from mgsv.search.options import GroundOptions
+
     given = {name: value for name, value in fields.items() if value.strip() != ""}
     try:
-        options = GroundOptions.model_validate(given)
+        form = GroundForm.model_validate(given)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ApiError(422, "invalid_field", problems) from exc
-    if options.snap == "beats":
-        from mgsv.search.beats import MissingExtraError, require_librosa
+    try:
+        return GroundOptions(
+            top=form.top, fit_duration=form.fit_duration, snap=form.snap, window_start=form.window_start,
+            filters=TrackFilter.parse(form.min_duration, form.licences, form.tags),
+        )
+    except OptionError as exc:
+        raise ApiError(422, "invalid_field", name_options(str(exc))) from exc
+    except MissingExtraError as exc:
+        raise ApiError(422, "snap_unavailable", f"this server cannot snap to beats: {exc}") from exc
 
-        try:
-            require_librosa()
-        except MissingExtraError as exc:
-            raise ApiError(422, "snap_unavailable", f"this server cannot snap to beats: {exc}") from exc
-    return options
 
-
-def _ground_job(runtime: Runtime, video: Path, options: GroundOptions) -> tuple[int, list[Any], float]:
-    """Decode and ground on a model worker: (frames used, moments, seconds)."""
-    from mgsv.media.decode import read_video_frames
-
-    grounder, library = runtime.require_grounder()
+def _ground_job(runtime: Runtime, video: Path, options: GroundOptions) -> tuple[GroundingResult, float]:
+    """Decode and ground on a model worker: (the result, seconds)."""
+    grounder = runtime.require_grounder()
     started = time.perf_counter()
     try:
-        frames = read_video_frames(video, window_start=options.window_start)
-        moments = grounder.ground_frames(
-            frames, library, options.top, fit_duration=options.fit_duration, snap=options.snap
-        )
+        result = grounder.ground(video, options)
     except InputError as exc:
         if exc.where == str(video):
-            raise ApiError(422, "cannot_ground", f"the uploaded video: {exc.problem}") from exc
-        if exc.where == str(library.root):
+            raise ApiError(422, "cannot_ground", f"the uploaded video: {name_options(exc.problem)}") from exc
+        if exc.where == str(grounder.library.root):
             raise ApiError(409, "library_empty", exc.problem) from exc
         raise
-    return len(frames), moments, time.perf_counter() - started
+    return result, time.perf_counter() - started
 
 
 @router.post(
@@ -216,19 +217,21 @@ async def ground(request: Request, runtime: RuntimeDep) -> GroundResponse:
             file_field="video",
             max_bytes=limits.max_upload_bytes,
             idle_seconds=limits.upload_idle_seconds,
-            allowed_fields=frozenset(GroundOptions.model_fields),
+            allowed_fields=frozenset(GroundForm.model_fields),
             peek=peek,
         )
         options = parse_ground_options(upload.fields)
         info = await run_in_threadpool(inspect_video, upload.path, limits.max_video_seconds)
-        frames_used, moments, seconds = await ticket.run(_ground_job, runtime, upload.path, options)
+        result, seconds = await ticket.run(_ground_job, runtime, upload.path, options)
         kept = runtime.uploads.keep(upload.path, info)
     log.info("grounded a %.1f s video (%d bytes) in %.2f s", info.duration, upload.size, seconds)
     return GroundResponse(
         upload_id=kept.upload_id,
         upload_expires_in_s=round(runtime.uploads.ttl, 1),
-        video=VideoOut(**info.to_dict(), frames_used=frames_used, window_start=options.window_start),
-        moments=[MomentOut(**{k: v for k, v in m.to_dict().items() if k in MomentOut.model_fields}) for m in moments],
+        video=VideoOut(**info.to_dict(), frames_used=result.frames, window_start=result.window_start),
+        moments=[MomentOut(**{k: v for k, v in m.to_dict().items() if k in MomentOut.model_fields})
+                 for m in result.moments],
+        notes=[name_options(note) for note in result.notes],
         seconds=round(seconds, 3),
     )
 

@@ -58,13 +58,6 @@ class Runtime:
         self._loader = threading.Thread(target=self._load, name="mgsv-load", daemon=True)
         self._loader.start()
 
-    def wait_loaded(self, timeout: float | None = None) -> bool:
-        """Wait for loading to end (ready or failed); True if it ended."""
-        if self._loader is None:
-            return self.status != "loading"
-        self._loader.join(timeout)
-        return not self._loader.is_alive()
-
     def _load(self) -> None:
         started = time.perf_counter()
         try:
@@ -77,14 +70,16 @@ class Runtime:
 
                 grounder = Grounder.from_checkpoint(
                     settings.checkpoint,
+                    library,
                     settings.clip,
                     encoder_id=settings.encoder_id,
                     dtype=settings.dtype,
                     device=settings.device,
+                    precision=settings.precision,
+                    search=settings.search,
                 )
-                grounder.check_library(library)
                 if len(library):
-                    grounder.encoded(library)  # the track index built or updated once, before traffic
+                    grounder.prepare()  # the track index built or updated once, before traffic
                 self.grounder = grounder
             if settings.ab_study is not None:
                 from mgsv.serve.abstudy import AbStudy
@@ -130,12 +125,12 @@ class Runtime:
         assert self.library is not None
         return self.library
 
-    def require_grounder(self) -> tuple[Grounder, MusicLibrary]:
-        """The grounder and library once loaded; ApiError 503 before that."""
-        library = self.require_library()
+    def require_grounder(self) -> Grounder:
+        """The grounding service once loaded; ApiError 503 before that."""
+        self.require_library()
         if self.grounder is None:
             raise ApiError(404, "not_available", "this server runs an A/B study and has no grounding model")
-        return self.grounder, library
+        return self.grounder
 
     def require_study(self) -> AbStudy:
         """The A/B study once loaded."""

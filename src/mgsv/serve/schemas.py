@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mgsv.serve.settings import MAX_TOP
 
@@ -77,18 +78,38 @@ class GroundResponse(BaseModel):
     upload_expires_in_s: float
     video: VideoOut
     moments: list[MomentOut]
+    notes: list[str] = Field([], description="what the model read of the video (e.g. 50 s of a longer one)")
     seconds: float = Field(description="server time spent grounding (decode, encode, rank, detect)")
 
 
-class GroundOptions(BaseModel):
-    """The form fields of POST /v1/ground besides the video."""
+class GroundForm(BaseModel):
+    """The form fields of POST /v1/ground besides the video: `mgsv.search.GroundOptions`, field by field.
+
+    Lists (`licences`, `tags`) are a JSON array of strings or a comma-separated string.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     top: int = Field(5, ge=1, le=MAX_TOP, description="tracks (one moment each) to return")
     fit_duration: bool = Field(False, description="moments exactly as long as the video; shorter tracks skipped")
     snap: Literal["beats"] | None = Field(None, description="move each moment's start onto a beat")
-    window_start: float = Field(0.0, ge=0.0, description="videos over 50 s: the second the model's 50 s start at")
+    window_start: float = Field(0.0, ge=0.0, allow_inf_nan=False,
+                                description="videos over 50 s: the second the model's 50 s start at")
+    min_duration: float | None = Field(None, ge=0.0, allow_inf_nan=False,
+                                       description="only tracks at least this many seconds long")
+    licences: list[str] = Field([], description="only tracks with one of these licence tags (any of them)")
+    tags: list[str] = Field([], description="only tracks with all of these KEY=VALUE tags (e.g. genre=ambient)")
+
+    @field_validator("licences", "tags", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        """A form field is text: a JSON array, or comma-separated values."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
 
 class RenderRequest(BaseModel):

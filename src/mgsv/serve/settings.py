@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID
 from mgsv.errors import InputError, MgsvError
+from mgsv.search.options import SearchOptions
 
 MB = 1024 * 1024
 MIN_TOKEN_CHARS = 16  # a shorter shared secret is guessable by anyone who can reach the port
@@ -77,6 +78,8 @@ class ServeSettings:
     encoder_id: str | None = None
     dtype: str = "auto"
     device: str = "cpu"
+    precision: str = "fp32"  # MaDe arithmetic: fp32, or bf16 autocast
+    search: SearchOptions = field(default_factory=SearchOptions)  # candidate stage, its size, token memory
     ast: str = DEFAULT_AST_ID  # loaded on the first admin upload only
     api_token: str | None = None
     admin_token: str | None = None

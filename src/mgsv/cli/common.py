@@ -1,0 +1,102 @@
+"""What the command modules share: progress bars, problem lists, choices, and option names in messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from functools import cache
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from mgsv.errors import name_options
+
+
+class DtypeChoice(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class PrecisionChoice(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class IndexChoice(str, Enum):
+    exact = "exact"
+    faiss = "faiss"
+    lance = "lance"
+
+
+class MemoryChoice(str, Enum):
+    disk = "disk"
+    ram = "ram"
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """Rich progress bars on stderr, one per stage, fed by a (stage, done, total) callback."""
+    if not enabled:
+        yield None
+        return
+    bars = Progress(
+        TextColumn("{task.description:>14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        yield update
+
+
+def print_problems(console: Console, title: str, problems: list[Any], style: str) -> None:
+    """A heading and one line per (path, reason) problem."""
+    if not problems:
+        return
+    console.print(f"[{style}]{title} ({len(problems)}):[/]", highlight=False)
+    for problem in problems:
+        console.print(f"  {escape(problem.path)}: {escape(for_cli(problem.reason))}", highlight=False, soft_wrap=True)
+
+
+
+@cache
+def option_flags() -> dict[str, str]:
+    """Option key -> the flag that sets it, for every command (a key names one flag everywhere: tested)."""
+    import typer.main
+
+    from mgsv.cli import app
+
+    flags: dict[str, str] = {}
+
+    def walk(command: Any) -> None:
+        for param in getattr(command, "params", []):
+            opts = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+            if opts and param.name:
+                flags.setdefault(param.name, opts[0])
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+
+    walk(typer.main.get_command(app))
+    return flags
+
+
+def for_cli(message: str) -> str:
+    """A library message with its option keys (`top`) named as the command line's flags (--top)."""
+    return name_options(message, option_flags())
+
+
+def problems_json(problems: list[Any]) -> list[dict[str, str]]:
+    """Problems as JSON objects, their reasons naming options as flags."""
+    return [{"path": p.path, "reason": for_cli(p.reason)} for p in problems]
