@@ -13,7 +13,7 @@ from grounding_factory import TinySetup, make_tiny_setup
 from mgsv.cli import main
 from mgsv.errors import InputError
 from mgsv.models.checkpoint import load_checkpoint
-from mgsv.search import GroundOptions, SearchOptions, TrackFilter, track_index
+from mgsv.search import GroundOptions, SearchOptions, TrackFilter, index_files, track_index
 from mgsv.search.candidates import open_candidates
 from mgsv.search.grounder import Grounder
 from mgsv.search.library import MusicLibrary
@@ -85,14 +85,14 @@ def test_index_rows_read_back_what_was_encoded(library: MusicLibrary, model: tor
 
     shuffled = np.random.default_rng(0).permutation(rows)
     reads: list[int] = []
-    original = track_index.RowFile.read
+    original = index_files.RowFile.read
 
     def counting(self, slots, out):
         reads.append(len(self.runs(slots)))
         return original(self, slots, out)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(track_index.RowFile, "read", counting)
+        patch.setattr(index_files.RowFile, "read", counting)
         for chunk in (5, 128):
             reads.clear()
             seen = np.zeros(len(shuffled), dtype=bool)

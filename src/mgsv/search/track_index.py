@@ -39,18 +39,17 @@ import logging
 import os
 import shutil
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from filelock import FileLock
 
-from mgsv.atomic_io import TEMP_PREFIX, fsync_directory, fsync_file, write_json_atomic
+from mgsv.atomic_io import TEMP_PREFIX, write_json_atomic
 from mgsv.errors import InputError, MgsvError, OptionError
 from mgsv.manifests import read_versioned_json
+from mgsv.search.index_segments import HASH_DTYPE, Segment, SegmentInfo, SegmentWriter, bucket_file
 
 if TYPE_CHECKING:
     import torch
@@ -62,8 +61,6 @@ log = logging.getLogger(__name__)
 FORMAT = "mgsv-track-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-BUCKET_STEP = 8  # tracks are grouped by their number of windows rounded up to this
-HASH_DTYPE = "S64"  # content hashes: 64 hex digits
 ENCODE_BATCH = 128  # tracks per encode_music call while building
 READ_CHUNK = 128  # tracks per block read and scored at once (bounded buffers that stay in cache)
 COMPACT_DEAD_FRACTION = 0.25  # compact when this share of the stored tracks left the library ...
@@ -75,11 +72,6 @@ Progress = Callable[[str, int, int], None]
 
 class IndexMemoryError(MgsvError):
     """A track index configuration that does not fit in this machine's memory."""
-
-
-def bucket_length(windows: np.ndarray | int, max_tokens: int) -> np.ndarray:
-    """Padded length of tracks with `windows` stored windows: the next multiple of BUCKET_STEP (at most max_tokens)."""
-    return np.minimum(max_tokens, -(-np.asarray(windows) // BUCKET_STEP) * BUCKET_STEP)
 
 
 def available_memory() -> int | None:
@@ -102,223 +94,6 @@ def gigabytes(count: float) -> str:
     if count >= 1e9:
         return f"{count / 1e9:.2f} GB"
     return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.1f} kB"
-
-
-# ------------------------------------------------------------------------------------------------------ files
-
-
-class RowFile:
-    """Rows of one `.npy` array on disk, read by position into caller buffers (no memory map, no RSS growth)."""
-
-    def __init__(self, path: Path) -> None:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-        self.path = path
-        self.shape, self.dtype = array.shape, array.dtype
-        self.offset = array.offset
-        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        del array
-        self.fd = os.open(path, os.O_RDONLY)
-
-    def close(self) -> None:
-        """Close the file (reads fail afterwards)."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def runs(self, slots: np.ndarray) -> list[tuple[int, int, int]]:
-        """(first position, stop position, byte offset) of each run of consecutive slots (ascending slots)."""
-        breaks = np.flatnonzero(np.diff(slots) != 1) + 1
-        firsts, stops = np.r_[0, breaks], np.r_[breaks, len(slots)]
-        return [(int(a), int(b), self.offset + int(slots[a]) * self.row_bytes) for a, b in zip(firsts, stops, strict=True)]
-
-    def advise(self, slots: np.ndarray) -> None:
-        """Tell the kernel these rows will be read soon, so that a cold disk fetches them all at once."""
-        if not hasattr(os, "posix_fadvise"):
-            return
-        for first, stop, offset in self.runs(slots):
-            os.posix_fadvise(self.fd, offset, (stop - first) * self.row_bytes, os.POSIX_FADV_WILLNEED)
-
-    def read(self, slots: np.ndarray, out: np.ndarray) -> None:
-        """Rows `slots` (ascending) into out[0 : len(slots)]; runs of consecutive slots are one read each."""
-        flat = out.reshape(len(out), -1).view(np.uint8)
-        for first, stop, offset in self.runs(slots):
-            target = memoryview(flat[first:stop]).cast("B")
-            done = os.preadv(self.fd, [target], offset) if hasattr(os, "preadv") else self._pread(target, offset)
-            if done != len(target):
-                raise InputError(self.path, f"short read at row {int(slots[first])}: the index file is damaged")
-
-    def _pread(self, target: memoryview, offset: int) -> int:
-        data = os.pread(self.fd, len(target), offset)
-        target[: len(data)] = data
-        return len(data)
-
-
-# ------------------------------------------------------------------------------------------------------ segments
-
-
-class ArrayWriter:
-    """A `.npy` file of known shape, filled row by row with positioned writes (a memory map would hold every
-    written page in the writer's RSS until it is flushed: tens of GB for a large index)."""
-
-    def __init__(self, path: Path, dtype: Any, shape: tuple[int, ...]) -> None:
-        self.path, self.dtype = path, np.dtype(dtype)
-        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": tuple(int(n) for n in shape)}  # fmt: skip
-        with open(path, "wb") as handle:
-            np.lib.format.write_array_header_1_0(handle, header)
-            self.offset = handle.tell()
-            handle.truncate(self.offset + int(shape[0]) * self.row_bytes)
-        self.fd = os.open(path, os.O_WRONLY)  # positioned writes into a preallocated file: fsynced in close()
-
-    def write(self, rows: np.ndarray, values: np.ndarray) -> None:
-        """values[i] into row rows[i]; runs of consecutive rows are one write each."""
-        rows = np.asarray(rows, dtype=np.int64)
-        values = np.ascontiguousarray(values, dtype=self.dtype)
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        for first, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
-            data = values[first:stop].tobytes()
-            offset = self.offset + int(rows[first]) * self.row_bytes
-            while data:  # a positioned write may be short; finish it
-                done = os.pwrite(self.fd, data, offset)
-                data, offset = data[done:], offset + done
-
-    def close(self) -> None:
-        """fsync and close."""
-        if self.fd >= 0:
-            os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = -1
-
-
-
-
-@dataclass(frozen=True)
-class SegmentInfo:
-    """A manifest entry: a segment's folder name, track count and tracks per bucket length."""
-
-    name: str
-    tracks: int
-    buckets: dict[int, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "tracks": self.tracks, "buckets": {str(k): v for k, v in self.buckets.items()}}
-
-    @classmethod
-    def from_dict(cls, data: Any, where: Path) -> SegmentInfo:
-        try:
-            return cls(str(data["name"]), int(data["tracks"]), {int(k): int(v) for k, v in data["buckets"].items()})
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InputError(where, f"malformed segment entry {data!r}") from exc
-
-
-def _bucket_file(folder: Path, kind: str, length: int) -> Path:
-    return folder / f"{kind}-{length:03d}.npy"
-
-
-class SegmentWriter:
-    """Writes one segment: files preallocated from the plan (tracks and their lengths) and filled batch by batch.
-
-    Nothing is visible until `publish` renames the finished folder into place; `abort` removes it.
-    """
-
-    def __init__(
-        self, parent: Path, hashes: Sequence[str], windows: np.ndarray, dim: int, max_tokens: int, detection: bool
-    ) -> None:
-        self.folder = parent / f"{TEMP_PREFIX}seg-{uuid.uuid4().hex}"  # a folder renamed whole in publish()
-        self.folder.mkdir(parents=True)
-        self.count = len(hashes)
-        self.lengths = bucket_length(windows, max_tokens).astype(np.int32)
-        self.slots = np.zeros(self.count, dtype=np.int32)
-        self.buckets: dict[int, int] = {}
-        for length in np.unique(self.lengths).tolist():
-            members = np.flatnonzero(self.lengths == length)
-            self.slots[members] = np.arange(len(members))
-            self.buckets[int(length)] = len(members)
-        np.save(self.folder / "hashes.npy", np.array(list(hashes), dtype=HASH_DTYPE), allow_pickle=False)
-        np.save(self.folder / "place.npy", np.stack([self.lengths, self.slots], axis=1), allow_pickle=False)
-        self.embedding = ArrayWriter(self.folder / "embedding.npy", np.float32, (self.count, dim))
-        kinds = {"tokens": (np.float16, (dim,)), "moments": (np.float32, (2,)), "mask": (np.bool_, ())}
-        if detection:
-            kinds["detection"] = (np.float16, (dim,))
-        self.arrays = {(kind, length): ArrayWriter(_bucket_file(self.folder, kind, length), dtype, (n, length, *rest))
-                       for length, n in self.buckets.items() for kind, (dtype, rest) in kinds.items()}  # fmt: skip
-
-    def put(self, positions: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
-        """Store tracks `positions` (of the plan, all of one bucket length): embedding [b, d] and per-token arrays
-        "tokens" / "moments" / "mask" (/ "detection") [b, length, ...]."""
-        lengths = np.unique(self.lengths[positions])
-        if len(lengths) != 1:
-            raise ValueError("put() takes tracks of one bucket length at a time")
-        length = int(lengths[0])
-        order = np.argsort(positions, kind="stable")  # ascending rows: neighbours become one write
-        self.embedding.write(np.asarray(positions)[order], np.asarray(arrays["embedding"])[order])
-        slots = self.slots[positions][order]
-        for kind in ("tokens", "moments", "mask", "detection"):
-            if (kind, length) in self.arrays:
-                self.arrays[kind, length].write(slots, np.asarray(arrays[kind][:, :length])[order])
-
-    def publish(self, parent: Path, name: str) -> SegmentInfo:
-        """fsync every file, then rename the folder to `name` (atomic)."""
-        for array in (self.embedding, *self.arrays.values()):
-            array.close()
-        for path in ("hashes.npy", "place.npy"):
-            fsync_file(self.folder / path)
-        fsync_directory(self.folder)  # the folder's entries, before the folder is renamed into place
-        target = parent / name
-        os.replace(self.folder, target)
-        fsync_directory(parent)
-        return SegmentInfo(name, self.count, dict(sorted(self.buckets.items())))
-
-    def abort(self) -> None:
-        """Remove the unfinished segment."""
-        for array in (self.embedding, *self.arrays.values()):
-            array.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-class Segment:
-    """One published segment, opened for reading: its small arrays in RAM, its token files read by position."""
-
-    def __init__(self, folder: Path, info: SegmentInfo, dim: int, detection: bool, memory: str) -> None:
-        self.folder, self.info = folder, info
-        try:
-            self.hashes = np.load(folder / "hashes.npy", allow_pickle=False)
-            self.embedding = np.load(folder / "embedding.npy", mmap_mode="r", allow_pickle=False)
-            place = np.load(folder / "place.npy", allow_pickle=False)
-            self.masks = {length: np.load(_bucket_file(folder, "mask", length), allow_pickle=False)
-                          for length in info.buckets}
-            kinds = ("tokens", "moments") + (("detection",) if detection else ())
-            self.files = {(kind, length): RowFile(_bucket_file(folder, kind, length))
-                          for kind in kinds for length in info.buckets}
-        except (OSError, ValueError) as exc:
-            raise InputError(folder, f"cannot read the track index segment: {exc}") from exc
-        if self.hashes.shape != (info.tracks,) or self.embedding.shape != (info.tracks, dim) or place.shape != (
-            info.tracks, 2
-        ):
-            raise InputError(folder, "track index segment does not match its manifest entry")
-        self.lengths, self.slots = place[:, 0].copy(), place[:, 1].copy()
-        # memory="ram": the token files read once into RAM; reads become copies from these arrays.
-        self.loaded: dict[tuple[str, int], np.ndarray] = {}
-        if memory == "ram":
-            for key, handle in self.files.items():
-                self.loaded[key] = np.load(handle.path, allow_pickle=False)
-
-    def advise(self, kind: str, length: int, slots: np.ndarray) -> None:
-        """Announce reads of rows `slots` (ascending) of one bucket's `kind` array (nothing to do in RAM)."""
-        if (kind, length) not in self.loaded:
-            self.files[kind, length].advise(slots)
-
-    def read(self, kind: str, length: int, slots: np.ndarray, out: np.ndarray) -> None:
-        """Rows `slots` (ascending) of one bucket's `kind` array into out[: len(slots)]."""
-        if (kind, length) in self.loaded:
-            np.take(self.loaded[kind, length], slots, axis=0, out=out[: len(slots)])
-        else:
-            self.files[kind, length].read(slots, out)
-
-    def close(self) -> None:
-        for handle in self.files.values():
-            handle.close()
 
 
 # ------------------------------------------------------------------------------------------------------ the index
@@ -624,7 +399,7 @@ def _compact(root: Path, manifest: dict[str, Any], live: set[str]) -> SegmentInf
                 slots = place[picked, 1]
                 arrays = {"embedding": embedding[keep[picked]]}
                 for kind in ("tokens", "moments", "mask", "detection"):
-                    path = _bucket_file(folder, kind, length)
+                    path = bucket_file(folder, kind, length)
                     if path.is_file():
                         arrays[kind] = np.load(path, mmap_mode="r", allow_pickle=False)[slots]
                 writer.put(base + picked, arrays)
