@@ -1,7 +1,7 @@
 """Batch assembly: the packed feature store versus the official per-id `.pt` loader.
 
 Builds synthetic features of MGSV-EC's real sizes (53,000 videos with ~23 of 50 valid frames, 4,000 tracks with ~56
-of 96 valid windows) both as a feature store and in the official layout (REF §1.3), then times assembling random
+of 96 valid windows) both as a feature store and in the official layout (docs/official-code.md), then times assembling random
 training batches of 512 (video, music) pairs: tracks are reused across videos as in training. "Cold" numbers evict
 the files of the batch from the page cache first (posix_fadvise DONTNEED), "warm" ones read them again.
 

@@ -1,4 +1,4 @@
-"""MGSV-EC annotation CSVs: the bundled splits load with REF §8's facts, and every kind of bad row is reported."""
+"""MGSV-EC annotation CSVs: the bundled splits load with the facts of docs/official-code.md ("Splits"), and every kind of bad row is reported."""
 
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ def test_positional_query_is_trained_only_when_the_preset_says(name: str, moves:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Initialisation (REF 2.5)
+# Initialisation (docs/official-code.md, "Model")
 
 
 def test_official_initialisation() -> None:

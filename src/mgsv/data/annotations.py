@@ -30,7 +30,7 @@ FLOAT_COLUMNS = (
 )
 INT_COLUMNS = ("video_width", "video_height", "video_total_frames")
 TEXT_COLUMNS = ("music_path", "video_category")
-# File order of the official CSVs (REF §1.1).
+# File order of the official CSVs (docs/official-code.md, "Annotations and targets").
 COLUMNS = (
     "video_id",
     "music_id",

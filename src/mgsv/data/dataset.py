@@ -2,7 +2,8 @@
 
 A batch holds the pairs' features padded to the batch's own longest sequence (padding to the official 50 / 96
 only costs time: the model's results do not depend on the padding amount) and the targets in the official form:
-(centre, width) of the ground-truth moment divided by the 240 s horizon, the end clamped to 240 (REF §1.2).
+(centre, width) of the ground-truth moment divided by the 240 s horizon, the end clamped to 240 (docs/official-code.md,
+"Annotations and targets").
 """
 
 from __future__ import annotations

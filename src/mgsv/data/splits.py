@@ -1,6 +1,6 @@
 """Re-draw MGSV-EC train/val/test splits from the full annotation set, as the paper's protocol does (its §3.1).
 
-In the official val and test splits every track appears exactly once (REF §5, §8), so each of val and test is
+In the official val and test splits every track appears exactly once (docs/official-code.md, "Splits"), so each of val and test is
 drawn as a set of distinct tracks with one random video each; the videos left over are train. Val and test share
 no video, but may share tracks (the official ones share 1,893 of 2,000). The draw depends only on the seed and the
 set of rows, not on their order in the input files.

@@ -107,12 +107,12 @@ def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
 
 
 def num_segments(duration_s: float) -> int:
-    """Valid AST windows of a track: centres 0, 2.5, ... that are <= its duration (REF §1.4), at most 96."""
+    """Valid AST windows of a track: centres 0, 2.5, ... that are <= its duration (docs/official-code.md), at most 96."""
     return min(MAX_SEGMENTS, math.floor(duration_s / STRIDE_S) + 1)
 
 
 def num_frames(duration_s: float) -> int:
-    """Frames at 1 fps of a video starting at 0 s: whole seconds 0..floor(duration), at most 50 (REF §1.4)."""
+    """Frames at 1 fps of a video starting at 0 s: whole seconds 0..floor(duration), at most 50 (docs/official-code.md)."""
     return min(MAX_FRAMES, math.floor(duration_s) + 1)
 
 

@@ -33,7 +33,7 @@ LOG_MEL_RANGE = (-15.0, 0.0)
 def band_profile(waveform_16k: np.ndarray, window_s: int = 10) -> np.ndarray:
     """Per second of audio, the energy of 16 mel bands over the `window_s` seconds around it, in [0, 1]: [seconds, 16].
 
-    The default 10 s is what one AST window hears (REF: 10 s windows every 2.5 s), so that a picture and the music
+    The default 10 s is what one AST window hears (10 s windows every 2.5 s: docs/official-code.md), so that a picture and the music
     token of the same moment describe the same sound; a model trained on 1 s pictures learned the moments about half
     as well in the same time.
     """

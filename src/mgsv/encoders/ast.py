@@ -1,6 +1,6 @@
 """Frozen AST music encoder: one 768-d token per 10 s window, windows centred every 2.5 s over a 240 s horizon.
 
-This reproduces the official raw-audio pipeline (REF §1.4, `get_ast_rawaudio` + `forward_audio_encoder_AST`):
+This reproduces the official raw-audio pipeline (docs/official-code.md, "Music features"):
 
 1. the 16 kHz waveform is zero-padded or truncated to 240 s; its real length is the track duration;
 2. window i has centre c = i * stride and spans [max(0, c - 5), min(240, c + 5)] s (the first and last are shorter);

@@ -1,6 +1,6 @@
 """Frozen CLIP frame encoder: one projected image embedding per video frame, as the official MGSV-EC features.
 
-The official features are OpenAI CLIP's `encode_image` of each 1 fps frame (REF §1.4): the projected CLS embedding,
+The official features are OpenAI CLIP's `encode_image` of each 1 fps frame (docs/official-code.md, "Video features"): the projected CLS embedding,
 not L2-normalised. `CLIPVisionModelWithProjection(...).image_embeds` is the same computation in transformers
 (`AutoModel` would silently drop the projection, DESIGN §10).
 

@@ -23,7 +23,7 @@ from mgsv.features.spec import FeatureSpec
 from mgsv.features.store import FeatureStore
 from mgsv.models.checkpoint import load_checkpoint
 
-# The checkpoint `mgsv eval RUN` uses by default; the paper's MsG numbers are most likely from this one (REF §4).
+# The checkpoint `mgsv eval RUN` uses by default; the paper's MsG numbers are most likely from this one (docs/official-code.md, "Training").
 DEFAULT_RUN_CHECKPOINT = "best_mor1_iou07"
 # Runs of models that only ground (or only rank) have no MsG checkpoint: the best one they do have comes next.
 FALLBACK_RUN_CHECKPOINTS = ("best_miou", "best_r1")

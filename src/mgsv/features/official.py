@@ -1,4 +1,4 @@
-"""Import of the official per-id `.pt` feature layout (REF §1.3) into a feature store.
+"""Import of the official per-id `.pt` feature layout (docs/official-code.md, "Feature layout") into a feature store.
 
     SRC/vit_feature1/vit_feature/<video_id>.pt      [50, 512] float      CLIP frame embeddings
     SRC/vit_feature1/vit_mask/<video_id>.pt         [50] float 1/0       1 = real frame

@@ -1,7 +1,7 @@
 """Decode query videos into 1 fps RGB frames and music into mono float32 samples.
 
 Video (`read_video_frames`): the frame shown at each whole second t = 0, 1, 2, ... (the frame whose presentation
-interval [pts, next pts) contains t), at most 50 of them, as MaDe's CLIP features expect (REF §1.3, §1.4). For a
+interval [pts, next pts) contains t), at most 50 of them, as MaDe's CLIP features expect (docs/official-code.md, "Video features"). For a
 constant frame rate this is frame floor(t * fps), what the official extractor took (it used int(sec * fps)); unlike
 it we read real timestamps, so variable frame rates and 29.97 fps (which cv2's integer fps drifted on) are exact.
 
@@ -311,7 +311,8 @@ def read_audio(
     """Decode an audio file (or a video's audio track) to mono float32 samples at `sample_rate`.
 
     channel="mean" averages all channels (default: it keeps what is panned to one side, which matters for
-    stereo music); an integer picks that channel, e.g. 0 as the official pipeline's kaldi fbank did (REF §1.4).
+    stereo music); an integer picks that channel, e.g. 0 as the official pipeline's kaldi fbank did
+    (docs/official-code.md, "Music features").
     `offset` and `max_seconds` select a part of the file in seconds.
     """
     if channel != "mean" and not (isinstance(channel, int) and channel >= 0):

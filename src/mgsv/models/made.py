@@ -710,7 +710,7 @@ class MaDe(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The official initialisation (REF 2.5): defaults, identity X-Pool, xavier DETR, N(0, 1) query position."""
+        """The official initialisation (docs/official-code.md, "Model"): defaults, identity X-Pool, xavier DETR, N(0, 1) P."""
         for enhancement in self.enhance.values():
             enhancement.reset_parameters()
         if self.xpool is not None:

@@ -1,4 +1,4 @@
-"""MaDe's training losses, as the official code computes them (REF 3).
+"""MaDe's training losses, as the official code computes them (docs/official-code.md, "Losses").
 
 L_total = w_ret * L_ret + w_loc * L_loc, with
 - L_ret = InfoNCE(S0) + InfoNCE(S1): symmetric cross-entropy over rows and columns of S * exp(logit_scale), the
