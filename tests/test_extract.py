@@ -152,7 +152,7 @@ def test_copies_are_not_encoded_twice_and_name_clashes_are_refused(
     write_test_video(other / "113722188342.mp4", seconds=2, fps=5, seed=11)
     report = extract_features(store_dir, [other], encoders=options(setup))
     (failure,) = report.modalities["video"].failures
-    assert "is already stored with other content" in failure.reason and "--ids hash" in failure.reason
+    assert "is already stored with other content" in failure.reason and "`ids` hash" in failure.reason
 
 
 def test_hash_ids(setup: TinySetup, clips: Path, tmp_path: Path) -> None:

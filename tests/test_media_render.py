@@ -208,7 +208,7 @@ def test_track_that_ffmpeg_refuses_still_renders(tmp_path: Path, query: Path, de
 def test_existing_output_needs_force_and_nothing_partial_is_left(tmp_path: Path, track: Path, query: Path) -> None:
     out = tmp_path / "out.mp4"
     out.write_bytes(b"keep me")
-    with pytest.raises(OutputExistsError, match="out.mp4: already exists; pass --force"):
+    with pytest.raises(OutputExistsError, match="out.mp4: already exists; pass `force`"):
         render_with_music(query, track, start=0.0, out=out)
     assert out.read_bytes() == b"keep me"
     render_with_music(query, track, start=0.0, out=out, force=True)
@@ -230,10 +230,10 @@ def test_failure_while_writing_leaves_no_file(tmp_path: Path, track: Path, query
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"start": -1.0}, "--start: must be a number of seconds >= 0"),
-        ({"start": 5.0, "end": 4.0}, r"--end: must be after the start \(5 s\)"),
-        ({"start": 0.0, "keep_audio": 2.0}, "--keep-audio: must be a gain between 0"),
-        ({"start": 0.0, "loudness": 3.0}, "--loudness: must be a LUFS target between -70 and 0"),
+        ({"start": -1.0}, "`start`: must be a number of seconds >= 0"),
+        ({"start": 5.0, "end": 4.0}, r"`end`: must be after the start \(5 s\)"),
+        ({"start": 0.0, "keep_audio": 2.0}, "`keep_audio`: must be a gain between 0"),
+        ({"start": 0.0, "loudness": 3.0}, "`loudness`: must be a LUFS target between -70 and 0"),
         ({"start": 0.0, "out": "clip.gif"}, r"clip.gif: unsupported output type .gif"),
     ],
 )

@@ -184,7 +184,7 @@ def test_other_strides(tmp_path: Path) -> None:
     src = tmp_path / "Kuai_feature"
     make_layout(src, VIDEOS, {"1+abc": 20}, music_dir="ast_feature5", slots=48)
     with pytest.raises(
-        InputError, match=r"missing .*ast_feature2p5/ast_feature.*music features exist for stride 5: pass --stride"
+        InputError, match=r"missing .*ast_feature2p5/ast_feature.*music features exist for stride 5: pass `stride`"
     ):
         import_official(src, tmp_path / "features")
     result = import_official(src, tmp_path / "features", stride=5)

@@ -94,7 +94,7 @@ def test_existing_run_folder_is_never_overwritten(data: Path, tmp_path: Path) ->
     out = tmp_path / "run"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(OutputExistsError, match="--resume"):
+    with pytest.raises(OutputExistsError, match="`resume`"):
         Trainer(settings(data, out))
     assert (out / "precious.txt").read_text() == "keep me"
     with pytest.raises(MgsvError, match="nothing to resume"):

@@ -54,7 +54,7 @@ def extract_command(
     ids: Annotated[IdChoice, typer.Option("--ids", help="Item ids: the file stem, or its content hash.")] = (
         IdChoice.stem
     ),
-    window: Annotated[
+    window_start: Annotated[
         float, typer.Option("--window", min=0.0, help="Videos longer than 50 s: second the 50 s of frames start at.")
     ] = 0.0,
     device: Annotated[str, typer.Option("--device", help="Torch device for the encoders.")] = "cpu",
@@ -96,7 +96,7 @@ def extract_command(
     )
     with progress_bars(not json_output) as progress:
         report = extract_features(
-            store, videos or [], music or [], options, ids=ids.value, window_start=window, progress=progress,
+            store, videos or [], music or [], options, ids=ids.value, window_start=window_start, progress=progress,
             engine=engine.value, ray_address=address,
         )
     if json_output:

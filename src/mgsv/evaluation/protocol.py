@@ -205,13 +205,13 @@ def check_capabilities(model: nn.Module, top_k: int) -> None:
     if not able.ranks:
         raise CapabilityError(
             f"{name} is a grounding-only model (single-music grounding): it cannot rank tracks, so V2MR and MsG "
-            "(top-k detection) cannot be computed. Evaluate it with top_k 0 (--top-k 0) for SmG, or pair it with a "
-            "ranker: mgsv eval --ranker RANKER_RUN --grounder GROUNDER_RUN")
+            "(top-k detection) cannot be computed. Evaluate it with `top_k` 0 for SmG, or pair it with a ranker "
+            "(`ranker` RANKER_RUN `grounder` GROUNDER_RUN)")
     if not able.grounds:
         raise CapabilityError(
             f"{name} is a retrieval-only model (video-to-music retrieval): it cannot detect moments, so SmG and MsG "
-            "cannot be computed. Evaluate it with top_k 0 (--top-k 0) for V2MR, or pair it with a grounder: "
-            "mgsv eval --ranker RANKER_RUN --grounder GROUNDER_RUN")
+            "cannot be computed. Evaluate it with `top_k` 0 for V2MR, or pair it with a grounder "
+            "(`ranker` RANKER_RUN `grounder` GROUNDER_RUN)")
 
 
 def evaluate(

@@ -54,7 +54,7 @@ def resolve_target(run_or_checkpoint: Path, data_dir: Path | None, checkpoint_na
         return EvalTarget(checkpoint, Path(data_dir or run["data_dir"]))
     if (path / "config.json").is_file():
         if data_dir is None:
-            raise InputError(path, "a checkpoint folder needs --data DIR (the dataset folder to evaluate on)")
+            raise InputError(path, "a checkpoint folder needs `data` DIR (the dataset folder to evaluate on)")
         return EvalTarget(path, Path(data_dir))
     raise InputError(path, "neither a run folder (run.json) nor a checkpoint folder (config.json)")
 
@@ -66,7 +66,7 @@ def resolve_composite_target(ranker: Path, grounder: Path, data_dir: Path | None
     ground = resolve_target(grounder, data_dir, checkpoint_name)
     if data_dir is None and rank.data_dir.resolve() != ground.data_dir.resolve():
         raise InputError(grounder, f"the ranker was trained on {rank.data_dir} and the grounder on {ground.data_dir}; "
-                                   "choose the dataset to evaluate on with --data DIR")
+                                   "choose the dataset to evaluate on with `data` DIR")
     return EvalTarget(rank.checkpoint, rank.data_dir, ground.checkpoint)
 
 
@@ -99,7 +99,7 @@ def run_evaluation(
 ) -> EvalResult:
     """Evaluate, then publish predictions, metrics and the report into `out` in one rename."""
     if out.exists() and any(out.iterdir()) and not force:
-        raise OutputExistsError(f"{out}: already exists; pass --force to replace it or choose another --out")
+        raise OutputExistsError(f"{out}: already exists; pass `force` to replace it or choose another `out`")
     model, infos = load_target(target, options.device)
     store = FeatureStore(target.data_dir / "features")
     for info in infos:

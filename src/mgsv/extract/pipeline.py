@@ -291,7 +291,7 @@ def _warn_long_video(frames: Any, window_start: float, report: ModalityReport) -
                 str(frames.path),
                 (
                     f"video is {frames.duration:.1f} s long: features cover seconds {window_start:g}-{last + 1:g} "
-                    "(50 frames at 1 fps; --window picks another start)"
+                    "(50 frames at 1 fps; `window_start` picks another start)"
                 ),
             )
         )

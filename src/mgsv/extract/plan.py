@@ -113,7 +113,7 @@ def plan_items(
                     Problem(
                         str(path),
                         f"id {item_id!r} is already stored with other content (from "
-                        f"{index.path_of(modality, item_id)}); rename the file or extract with --ids hash",
+                        f"{index.path_of(modality, item_id)}); rename the file or extract with `ids` hash",
                     )
                 )
             continue

@@ -115,7 +115,7 @@ class _Decoder:
                 if frames.truncated:
                     out["warning"] = (
                         f"video is {frames.duration:.1f} s long: features cover seconds {self.window_start:g}-"
-                        f"{frames.timestamps[-1] + 1:g} (50 frames at 1 fps; --window picks another start)"
+                        f"{frames.timestamps[-1] + 1:g} (50 frames at 1 fps; `window_start` picks another start)"
                     )
             else:
                 track = decode_track(row["path"])

@@ -179,7 +179,7 @@ def _place_copy(src: Path, dest: Path, force: bool) -> Path:
             return dest
         if not force:
             raise OutputExistsError(
-                f"{dest}: exists and differs from the downloaded {src.name}; use --force to replace it"
+                f"{dest}: exists and differs from the downloaded {src.name}; use `force` to replace it"
             )
     with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)

@@ -247,7 +247,7 @@ def import_official(
     if out.exists() and not force:
         done = _existing_complete(out, specs, wanted)
         if done is None:
-            raise OutputExistsError(f"{out}: already exists; use --force to replace it")
+            raise OutputExistsError(f"{out}: already exists; use `force` to replace it")
         counts = {name: len(done.modality(name)) for name in specs}
         return ImportResult(
             out,
@@ -289,7 +289,7 @@ def _check_layout(src: Path, folders: dict[str, Path], stride: float) -> None:
         hint = ""
         others = [f"{s:g}" for s, d in MUSIC_DIRS.items() if s != float(stride) and (src / d).is_dir()]
         if others:
-            hint = f" (music features exist for stride {', '.join(others)}: pass --stride)"
+            hint = f" (music features exist for stride {', '.join(others)}: pass `stride`)"
         elif find_layout_root(src, stride) not in (None, src):
             hint = f" (the layout is in {find_layout_root(src, stride)})"
         raise InputError(src, f"not the official feature layout: missing {', '.join(missing)}{hint}")

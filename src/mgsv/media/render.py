@@ -152,9 +152,9 @@ def _check_output(out: Path, video: Path, force: bool) -> Path:
             out, f"unsupported output type {out.suffix or '(none)'}; use one of {', '.join(sorted(COPYABLE))}"
         )
     if out.exists() and out.resolve() == video.resolve():
-        raise InputError(out, "the output would overwrite the input video; choose another --out")
+        raise InputError(out, "the output would overwrite the input video; choose another `out`")
     if out.is_dir():
-        raise InputError(out, "is a directory; --out must be a file name")
+        raise InputError(out, "is a directory; `out` must be a file name")
     if out.exists() and not force:
         raise OutputExistsError(f"{out}: already exists; pass `force` to overwrite it")
     if not out.parent.is_dir():
@@ -217,7 +217,7 @@ def _music_moment(track: Path, start: float, end: float | None, video_duration: 
             raise InputError(
                 track,
                 f"the moment {start:g}-{end:g} s runs past the end of the track ({track_duration:.2f} s); "
-                f"for this {video_duration:.2f} s video the latest start is {latest:.2f} s, or pass an earlier --end",
+                f"for this {video_duration:.2f} s video the latest start is {latest:.2f} s, or pass an earlier `end`",
             )
         end = min(end, track_duration)
     length = min(end - start, video_duration)

@@ -72,7 +72,7 @@ class ExactCandidates:
         require_memory(
             f"{index.root}: the exact candidate stage over {len(index):,} tracks",
             {"h0 (float16)": len(index) * index.dim * 2},
-            "use --index faiss with a compressed factory (e.g. --faiss-factory IVF65536,PQ32) or --index lance",
+            "use `index` faiss with a compressed factory (e.g. `faiss_factory` IVF65536,PQ32) or `index` lance",
         )
         parts = [torch.from_numpy(np.array(s.embedding, dtype=np.float16)) for s in index.segments]
         self.matrix = torch.cat(parts) if parts else torch.zeros(0, index.dim, dtype=torch.float16)

@@ -147,7 +147,7 @@ class TrackIndex:
             parts["tokens and moments"] = self.token_bytes(infos)
         require_memory(
             f"{self.root}: this track index of {tracks:,} tracks", parts,
-            "open it with --index-memory disk (the default: tokens stay on disk and each query reads its "
+            "open it with `index_memory` disk (the default: tokens stay on disk and each query reads its "
             "candidates' rows)" if memory == "ram" else "use a machine with more memory",
         )
         self.segments = [Segment(self.root / info.name, info, self.dim, self.detection_tokens, memory)

@@ -174,7 +174,7 @@ def parse_ground_options(fields: dict[str, str]) -> GroundOptions:
             filters=TrackFilter.parse(form.min_duration, form.licences, form.tags),
         )
     except OptionError as exc:
-        raise ApiError(422, "invalid_field", name_options(str(exc))) from exc
+        raise ApiError(422, "invalid_field", str(exc)) from exc
     except MissingExtraError as exc:
         raise ApiError(422, "snap_unavailable", f"this server cannot snap to beats: {exc}") from exc
 
@@ -187,7 +187,7 @@ def _ground_job(runtime: Runtime, video: Path, options: GroundOptions) -> tuple[
         result = grounder.ground(video, options)
     except InputError as exc:
         if exc.where == str(video):
-            raise ApiError(422, "cannot_ground", f"the uploaded video: {name_options(exc.problem)}") from exc
+            raise ApiError(422, "cannot_ground", f"the uploaded video: {exc.problem}") from exc
         if exc.where == str(grounder.library.root):
             raise ApiError(409, "library_empty", exc.problem) from exc
         raise

@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mgsv.errors import name_options
+
 log = logging.getLogger("mgsv.serve")
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -33,9 +35,14 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(Exception):
-    """An error with its HTTP status, a stable code and a message for people."""
+    """An error with its HTTP status, a stable code and a message for people.
+
+    Library messages name options by key in backquotes (`top`); the API's fields are those keys, so the message
+    shows them plainly (`mgsv.errors.name_options`).
+    """
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        message = name_options(message)
         super().__init__(message)
         self.status = status
         self.code = code

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from mgsv.errors import MgsvError
+from mgsv.errors import MgsvError, name_options
 from mgsv.serve.http_errors import ApiError
 from mgsv.serve.jobs import JobQueue
 from mgsv.serve.kept_uploads import KeptUploads
@@ -96,7 +96,7 @@ class Runtime:
             log.info("ready in %.1f s: %d track(s) in %s", time.perf_counter() - started, len(library), library.root)
 
     def _fail(self, message: str) -> None:
-        self.status, self.message = "failed", message
+        self.status, self.message = "failed", name_options(message)
         log.error("not ready: %s", message)
 
     def readiness(self) -> dict[str, Any]:

@@ -58,5 +58,5 @@ def resolve_device(device: str, dist_info: Dist) -> str:
     if device == "cuda" and dist_info.world_size > 1:
         device = f"cuda:{dist_info.local_rank}"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MgsvError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        raise MgsvError(f"device {device!r} requested but CUDA is not available; use `device` cpu")
     return device

@@ -33,7 +33,7 @@ def prepare(out: Path, description: dict[str, Any], resume: bool, main: bool) ->
     run_file = out / RUN_FILE
     if resume:
         if not run_file.is_file():
-            raise InputError(out, "nothing to resume: no run.json (start a new run without --resume)")
+            raise InputError(out, "nothing to resume: no run.json (start a new run without `resume`)")
         previous = json.loads(run_file.read_text())
         changed = sorted(k for k in description if k != "mgsv_version" and previous.get(k) != description[k])
         if changed:
@@ -41,8 +41,8 @@ def prepare(out: Path, description: dict[str, Any], resume: bool, main: bool) ->
                             "start a new run in another folder instead")
         return
     if out.exists() and any(out.iterdir()):
-        raise OutputExistsError(f"{out}: run folder already exists and is not empty; pass --resume to continue it "
-                                "or choose another --out (nothing was changed)")
+        raise OutputExistsError(f"{out}: run folder already exists and is not empty; pass `resume` to continue it "
+                                "or choose another `out` (nothing was changed)")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_file, {**description, "command": sys.argv})

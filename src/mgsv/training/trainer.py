@@ -175,7 +175,7 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise MgsvError(
                 f"the train split has {len(self.train_data)} pairs, fewer than one batch of "
-                f"{self.recipe.batch_size}; lower it with --set train.batch_size=N")
+                f"{self.recipe.batch_size}; lower it with `overrides` train.batch_size=N")
         self.description = run_description(settings, self.preset, self.config, self.recipe, store)
         run_folder.prepare(self.out, self.description, settings.resume, self.dist.main)
 

@@ -87,9 +87,9 @@ def load_composite(ranker: str | os.PathLike[str], grounder: str | os.PathLike[s
     grounder_model, grounder_info = load_checkpoint(grounder, map_location=map_location)
     if not capabilities_of(ranker_model).ranks:
         raise CapabilityError(f"{ranker}: preset {ranker_info.preset!r} cannot rank tracks (grounding only); "
-                              "pass a retrieval model (e.g. an mvpt+ run) as --ranker")
+                              "pass a retrieval model (e.g. an mvpt+ run) as `ranker`")
     if not capabilities_of(grounder_model).grounds:
         raise CapabilityError(f"{grounder}: preset {grounder_info.preset!r} cannot detect moments (retrieval only); "
-                              "pass a grounding model (e.g. a uvcom+ run) as --grounder")
+                              "pass a grounding model (e.g. a uvcom+ run) as `grounder`")
     name = f"{ranker_info.preset}/{grounder_info.preset}"
     return CompositeModel(ranker_model, grounder_model, name).eval(), [ranker_info, grounder_info]
