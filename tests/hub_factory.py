@@ -89,6 +89,7 @@ class FakeHub:
         self.drop_first_get: set[str] = set()  # file paths whose first GET is cut off halfway
         self.requests: list[tuple[str, str, str | None]] = []  # (method, unquoted path, Range header)
         self.authorizations: list[str | None] = []  # the bearer token of each request (None: anonymous)
+        self.statuses: list[int] = []  # the status code of each answer
         self._counter = 0
         hub = self
 
@@ -168,7 +169,7 @@ class FakeHub:
         self.authorizations.append(token)
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
-        reply = _Reply(handler, head)
+        reply = _Reply(handler, head, self.statuses)
         if token is not None and token not in self.users:
             return reply.error(401, None, "Invalid credentials in Authorization header")
         query = parse_qs(parsed.query)
@@ -419,11 +420,13 @@ class _Abort(Exception):
 
 
 class _Reply:
-    def __init__(self, handler: BaseHTTPRequestHandler, head: bool) -> None:
+    def __init__(self, handler: BaseHTTPRequestHandler, head: bool, statuses: list[int]) -> None:
         self.handler = handler
         self.head = head
+        self.statuses = statuses
 
     def send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.statuses.append(status)
         self.handler.send_response(status)
         for key, value in {**headers, "Content-Length": str(len(body))}.items():
             self.handler.send_header(key, value)
@@ -433,6 +436,7 @@ class _Reply:
 
     def send_truncated(self, body: bytes, headers: dict[str, str]) -> None:
         """Announce the whole body, send half of it and close: the client sees a connection cut short."""
+        self.statuses.append(200)
         self.handler.send_response(200)
         for key, value in {**headers, "Content-Length": str(len(body))}.items():
             self.handler.send_header(key, value)
