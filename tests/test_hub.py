@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from grounding_factory import make_synthetic_library, make_tiny_setup
 from hub_factory import FakeHub
+from media_factory import write_test_video
 from safetensors.torch import load_file
 from torch.testing import assert_close
 
@@ -116,7 +118,7 @@ def test_push_a_run_then_load_it_by_reference(
     text = card.text
     assert f"| mIoU | {measured['mIoU']:.3f} | 0.722 | 0.743 ± 0.017 |" in text  # ours beside Tables 4 and 5
     assert f"| R@5 | {measured['R@5']:.1f} | — | 17.3 ± 0.7 |" in text
-    assert f"{measured['R@5'] - MADE_TABLE5.values['R@5']:.1f} |" in text
+    assert f"| {measured['R@5'] - MADE_TABLE5.values['R@5']:+.1f} |" in text  # the difference, signed
     assert "| video | `mgsv/synthetic-planted` | 512 | 50 | " in text and "frame_noise=0.5" in text  # its spec
     assert "best epoch by validation MoR@1 (IoU>0.7)" in text and '"batch_size": 16' in text
     assert "CC BY-NC 4.0" in text and "CC BY-ND 4.0" in text and "non-commercial research only" in text
@@ -139,6 +141,23 @@ def test_push_a_run_then_load_it_by_reference(
     assert len(hub.requests) == before
     with pytest.raises(HubError, match="hf:alice/other: not in the local Hugging Face cache, and HF_HUB_OFFLINE=1"):
         load_checkpoint("hf:alice/other")
+
+
+def test_ground_takes_a_hub_checkpoint(hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    setup = make_tiny_setup(tmp_path / "models")
+    library = make_synthetic_library(tmp_path / "lib", setup.music_spec, [6.0, 8.0, 12.0])
+    video = write_test_video(tmp_path / "clip.mp4", seconds=4, fps=2, audio=False)
+    code, out, _ = run(["push", str(setup.checkpoint), "--repo", "alice/tiny-made", "--token", ALICE, "--json"],
+                       capsys)
+    assert code == 0
+    args = ["ground", str(video), "--library", str(library.root), "--clip", str(setup.clip_dir), "--dtype", "fp32",
+            "--json", "--checkpoint"]
+    grounded = {}
+    for checkpoint in (str(setup.checkpoint), "hf:alice/tiny-made", f"hf:alice/tiny-made@{json.loads(out)['commit']}"):
+        code, out_, err = run([*args, checkpoint], capsys)
+        assert code == 0, err
+        grounded[checkpoint] = json.loads(out_)["results"][0]["moments"]
+    assert len({json.dumps(moments) for moments in grounded.values()}) == 1  # the same model, whichever way named
 
 
 def test_pinned_commits_branches_and_sub_folders(

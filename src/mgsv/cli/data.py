@@ -96,8 +96,8 @@ def fetch_command(
     ],
     repo_id: Annotated[
         str | None,
-        typer.Option("--repo-id", help=f"Hugging Face dataset repository [default: {DEFAULT_REPO}, with --raw "
-                                       f"{RAW_REPO}]."),
+        typer.Option("--repo-id", help=f"Hugging Face dataset repository (default: {DEFAULT_REPO}; with --raw "
+                                       f"{RAW_REPO})."),
     ] = None,
     revision: Annotated[
         str, typer.Option("--revision", help="Branch, tag or commit of the dataset (source.json records the commit).")
@@ -105,7 +105,7 @@ def fetch_command(
     features: Annotated[
         bool | None,
         typer.Option("--features/--no-features", help="Also download and unpack MGSV_feature.zip (several GB) "
-                                                      "[default: features]."),
+                                                      "(default: features)."),
     ] = None,
     import_: Annotated[bool, typer.Option("--import", help="Import the unpacked features into OUT/features.")] = False,
     raw: Annotated[

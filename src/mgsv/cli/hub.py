@@ -18,12 +18,12 @@ def push_command(
     run_or_checkpoint: Annotated[Path, typer.Argument(help="A run folder (run.json) or a checkpoint folder.")],
     repo: Annotated[str, typer.Option("--repo", help="Model repository OWNER/NAME (created if it does not exist).")],
     checkpoint: Annotated[
-        str | None, typer.Option("--checkpoint", help="Checkpoint of the run [default: the one `mgsv eval` picks].")
+        str | None, typer.Option("--checkpoint", help="Checkpoint of the run (default: the one `mgsv eval` picks).")
     ] = None,
     metrics: Annotated[
         Path | None,
-        typer.Option("--metrics", help="metrics.json of `mgsv eval --split test` [default: the run's "
-                                       "eval-test-<checkpoint>/metrics.json, if present]."),
+        typer.Option("--metrics", help="metrics.json of `mgsv eval --split test` (default: the run's "
+                                       "eval-test-<checkpoint>/metrics.json, if present)."),
     ] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repository private (a new one only).")] = False,
     branch: Annotated[

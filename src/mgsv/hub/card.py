@@ -109,8 +109,9 @@ def _eval_results(test: dict[str, float], dataset_revision: str | None) -> list[
     ]
 
 
-def _format(column: str, value: float) -> str:
-    return f"{value:.3f}" if column == "mIoU" else f"{value:.1f}"
+def _format(column: str, value: float, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{value:{sign}.3f}" if column == "mIoU" else f"{value:{sign}.1f}"
 
 
 def _title(inputs: CardInputs) -> str:
@@ -141,7 +142,8 @@ def _results_section(inputs: CardInputs, test: dict[str, float]) -> str:
         ours = test.get(column)
         cells = [column, _format(column, ours) if ours is not None else "—"]
         cells += [_paper_cell(r, column) for r in rows]
-        cells += [_format(column, ours - r.values[column]) if ours is not None and column in r.values else "—"
+        cells += [_format(column, ours - r.values[column], signed=True) if ours is not None and column in r.values
+                  else "—"
                   for r in rows]
         lines.append("| " + " | ".join(cells) + " |")
     metrics = inputs.metrics or {}
