@@ -324,7 +324,7 @@ class FakeHub:
             return reply.json(200, {"warnings": [{"message": "empty or missing yaml metadata in repo card"}]})
         header = content[4:].split("\n---\n", 1)[0]
         try:
-            metadata = yaml.safe_load(header)
+            metadata = yaml.safe_load(header) or {}
         except yaml.YAMLError as exc:
             return reply.json(400, {"errors": [{"message": f"Invalid YAML: {exc}"}]})
         errors = [{"message": problem} for problem in _model_index_problems(metadata.get("model-index"))]

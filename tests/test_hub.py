@@ -181,7 +181,7 @@ def test_pinned_commits_branches_and_sub_folders(
     assert same_weights("hf:alice/made-tiny@exp", first)
     before = len(hub.requests)
     pinned = resolve_hub_checkpoint(f"hf:alice/made-tiny@{first_commit}")
-    assert pinned.commit == first_commit and same_weights(pinned.folder, first)
+    assert pinned.commit == first_commit and same_weights(pinned.path, first)
     assert not [p for _, p, _ in hub.requests[before:] if "/revision/" in p]  # a commit needs no resolving
     assert str(resolve_hub_checkpoint("hf:alice/made-tiny").pinned).startswith("hf:alice/made-tiny@")
 

@@ -1,12 +1,12 @@
 """Resolve `hf:` checkpoint references to local folders: the one place every command and the server go through.
 
     folder = resolve_checkpoint("hf:OWNER/NAME@v1")          # or a local path, returned unchanged
-    resolved = resolve_hub_checkpoint("hf:OWNER/NAME")       # folder + the commit it came from
+    resolved = resolve_hub_checkpoint("hf:OWNER/NAME")       # .path (the folder) and .commit
 
 Files come through `huggingface_hub.snapshot_download` into the Hugging Face cache (HF_HOME / HF_HUB_CACHE),
 limited to the checkpoint's two files (`allow_patterns`), so a repository that also holds logs or other
 checkpoints costs nothing extra. A file already cached is never downloaded again; a branch or tag is resolved to
-its commit (the cache folder is `snapshots/<commit>/`, and `ResolvedCheckpoint.commit` records it), and a full
+its commit (the cache folder is `snapshots/<commit>/`, and `Resolved.commit` records it), and a full
 commit hash is used without asking the Hub at all. With HF_HUB_OFFLINE=1 the cache alone answers: a reference
 cached before works, one that is not cached fails with a message naming it. This module imports no torch.
 """
@@ -29,22 +29,8 @@ CHECKPOINT_FILES = ("model.safetensors", "config.json")
 
 
 @dataclass(frozen=True)
-class ResolvedCheckpoint:
-    """Where a Hub checkpoint lies in the cache and which commit it came from."""
-
-    ref: HubRef
-    commit: str
-    folder: Path
-
-    @property
-    def pinned(self) -> HubRef:
-        """The reference pinned to the resolved commit (`hf:OWNER/NAME@<sha>`): the same files forever."""
-        return self.ref.at(self.commit)
-
-
-@dataclass(frozen=True)
-class ResolvedFile:
-    """One file of a Hub repository in the cache, and the commit it came from."""
+class Resolved:
+    """Where a Hub checkpoint folder (or file) lies in the cache, and the commit it came from."""
 
     ref: HubRef
     commit: str
@@ -52,6 +38,7 @@ class ResolvedFile:
 
     @property
     def pinned(self) -> HubRef:
+        """The reference pinned to the resolved commit (`hf:OWNER/NAME@<sha>`): the same files forever."""
         return self.ref.at(self.commit)
 
 
@@ -59,12 +46,12 @@ def resolve_checkpoint(path_or_ref: str | os.PathLike[str]) -> Path:
     """A local checkpoint folder for `path_or_ref`: local paths unchanged, `hf:` references downloaded once."""
     if not is_hub_ref(path_or_ref):
         return Path(path_or_ref)
-    return resolve_hub_checkpoint(path_or_ref).folder
+    return resolve_hub_checkpoint(path_or_ref).path
 
 
 def resolve_hub_checkpoint(
     ref: str | os.PathLike[str] | HubRef, *, token: str | None = None, cache_dir: str | os.PathLike[str] | None = None
-) -> ResolvedCheckpoint:
+) -> Resolved:
     """Download (or find in the cache) the checkpoint at `ref` and return its folder and commit."""
     from huggingface_hub import snapshot_download
 
@@ -90,12 +77,12 @@ def resolve_hub_checkpoint(
         raise HubError(f"{hub_ref.at(commit)}: no {' and no '.join(missing)} at{where}; an mgsv checkpoint "
                        f"repository holds {' and '.join(CHECKPOINT_FILES)} (`mgsv push` uploads them)")
     log.info("%s -> commit %s (%s)", hub_ref, commit, folder)
-    return ResolvedCheckpoint(hub_ref, commit, folder)
+    return Resolved(hub_ref, commit, folder)
 
 
 def resolve_hub_file(
     ref: str | os.PathLike[str] | HubRef, *, token: str | None = None, cache_dir: str | os.PathLike[str] | None = None
-) -> ResolvedFile:
+) -> Resolved:
     """Download (or find in the cache) the single file `hf:OWNER/NAME[@REVISION]/PATH`."""
     from huggingface_hub import hf_hub_download
 
@@ -113,7 +100,7 @@ def resolve_hub_file(
     # The cache layout is snapshots/<commit>/<path in repo>: the commit is the folder above the path's parts.
     commit = path.parents[len(Path(hub_ref.path).parts) - 1].name
     log.info("%s -> commit %s (%s)", hub_ref, commit, path)
-    return ResolvedFile(hub_ref, commit, path)
+    return Resolved(hub_ref, commit, path)
 
 
 def _endpoint() -> str | None:
