@@ -211,6 +211,15 @@ def test_raw_media_become_a_dataset_the_trainer_accepts(
     assert "train 2 of 3 rows have both files (1 videos, 0 tracks missing)" in text
     assert f"next: mgsv extract --store {out}/features --videos {out}/media/videos --music {out}/media/music" in text
 
+    # Offline, the cache answers alone: the same layout in another folder without a single request.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    before = len(hub.requests)
+    code, stdout, _ = run(["data", "fetch", "--raw", "--out", str(tmp_path / "offline"), "--cache-dir",
+                           str(tmp_path / "cache"), "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["layout"]["splits"] == layout["splits"] and len(hub.requests) == before
+
 
 def test_layout_refuses_to_overwrite_and_matches_names_in_nfc(tmp_path: Path) -> None:
     # macOS stores names decomposed (NFD): the full-width parenthesis and the CJK are the same name in NFC.
