@@ -268,6 +268,7 @@ def test_push_refuses_what_it_should(
     assert hub.repos[("model", "alice/made-private")].private
     readme = hub.files("model", "alice/made-private")["README.md"].decode()
     assert "pushed without test metrics" in readme and "model-index" not in readme
+    assert "best epoch by validation R@1" in readme and '"batch_size": 16' in readme  # the run's recipe
 
 
 def test_convert_an_official_checkpoint_from_the_hub(

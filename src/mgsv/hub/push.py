@@ -70,6 +70,9 @@ def find_push_source(
         if checkpoint_name is not None:
             raise InputError(path, "--checkpoint picks a checkpoint of a run; this is already a checkpoint folder")
         checkpoint = path
+        run_file = path.parent.parent / "run.json"  # a checkpoint of a run (RUN/checkpoints/NAME): its recipe
+        if path.parent.name == "checkpoints" and run_file.is_file():
+            run = _read_json(run_file)
     else:
         checkpoint = resolve_target(path, None, checkpoint_name).checkpoint  # a run folder, or a clear error
         run = _read_json(path / "run.json")
