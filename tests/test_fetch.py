@@ -1,25 +1,28 @@
 """`mgsv data fetch` without the internet: a fake Hugging Face Hub on 127.0.0.1 and hand-built hub caches.
 
-The fake hub speaks the two endpoints huggingface_hub uses (the dataset info API with file sizes, and the
-`resolve` file URLs with HEAD metadata and Range requests), so the real download code runs end to end:
-listing -> download into a hub cache -> size check -> unzip -> import into a feature store.
+The fake hub (tests/hub_factory.py) answers the dataset info, tree and `resolve` calls huggingface_hub makes, so
+the real download code runs end to end: listing -> download into a hub cache -> size check -> unzip -> import.
+
+The repository it serves has the layout of `xxayt/MGSV-EC` on the Hub: at the root README.md (the dataset card,
+whose `configs.data_files` name dataset/MGSV-EC/{train,val,test}_data.csv), MGSV_feature.zip (3.35 GB there),
+dataset/ and dataloader/ (listing at https://huggingface.co/datasets/xxayt/MGSV-EC/tree/main, commit 4e5e50a;
+the card at .../blob/main/README.md, commit f33c4f6; the commit 5703584bdeeb3573a166322639cf1ded27d1f1ea that
+added dataset/MGSV-EC/*.csv and dataloader/*.py, all from stored copies of those pages). The official GitHub
+repository (xxayt/MGSV @ 8a1462b) has the same dataset/MGSV-EC/ folder.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import stat
-import threading
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import pytest
 import torch
+from hub_factory import FakeHub
 
 from mgsv.cli import main
 from mgsv.errors import InputError, OutputExistsError
@@ -30,6 +33,22 @@ REPO = "xxayt/MGSV-EC"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 VIDEOS = {"113722188340": 23, "113722188341": 7}
 MUSIC = {"4+5xxavfkz9qscs44": 56, "7+5x4mjjeiubm49fg": 96}
+CSV_DIR = "dataset/MGSV-EC"
+# An excerpt of the dataset card's metadata header as the Hub serves it (README.md at f33c4f6).
+CARD = b"""---
+license: cc-by-nc-4.0
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: "dataset/MGSV-EC/train_data.csv"
+  - split: val
+    path: "dataset/MGSV-EC/val_data.csv"
+  - split: test
+    path: "dataset/MGSV-EC/test_data.csv"
+---
+# Music Grounding by Short Video E-commerce (MGSV-EC) Dataset
+"""
 
 
 def csv_bytes(pairs: list[tuple[str, str]]) -> bytes:
@@ -59,108 +78,39 @@ def features_zip() -> bytes:
     return buffer.getvalue()
 
 
-def dataset_files() -> dict[str, bytes]:
+def csvs() -> dict[str, bytes]:
     return {
         "train_data.csv": csv_bytes([("113722188340", "4+5xxavfkz9qscs44")]),
         "val_data.csv": csv_bytes([("113722188341", "7+5x4mjjeiubm49fg")]),
         "test_data.csv": csv_bytes([("113722188341", "4+5xxavfkz9qscs44")]),
-        "MGSV_feature.zip": features_zip(),
-        "README.md": b"# MGSV-EC\n",
     }
 
 
-class FakeHub:
-    """A minimal Hub: dataset info (with sizes) and resolve URLs (HEAD metadata, GET with Range)."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.listed_sizes = {name: len(data) for name, data in files.items()}
-        self.drop_first_get: set[str] = set()  # files whose first GET is cut off halfway
-        self.requests: list[tuple[str, str, str | None]] = []
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_HEAD(self) -> None:
-                self.respond(head=True)
-
-            def do_GET(self) -> None:
-                self.respond(head=False)
-
-            def send(self, status: int, body: bytes, headers: dict[str, str], head: bool) -> None:
-                self.send_response(status)
-                for key, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
-
-            def respond(self, head: bool) -> None:
-                path = unquote(urlparse(self.path).path)
-                hub.requests.append((self.command, path, self.headers.get("Range")))
-                api = f"/api/datasets/{REPO}/revision/"
-                resolve = f"/datasets/{REPO}/resolve/"
-                if path.startswith(api):
-                    siblings = [{"rfilename": n, "size": s} for n, s in hub.listed_sizes.items()]
-                    body = json.dumps({"id": REPO, "sha": COMMIT, "siblings": siblings}).encode()
-                    return self.send(200, body, {"Content-Type": "application/json"}, head)
-                if not path.startswith(resolve):
-                    return self.send(
-                        404, b"{}", {"X-Error-Code": "RepoNotFound", "Content-Type": "application/json"}, head
-                    )
-                revision, _, name = path[len(resolve) :].partition("/")
-                common = {"X-Repo-Commit": COMMIT}
-                if name not in hub.files or revision not in ("main", COMMIT):
-                    return self.send(404, b"{}", {**common, "X-Error-Code": "EntryNotFound"}, head)
-                data = hub.files[name]
-                common["ETag"] = f'"{hashlib.sha256(data).hexdigest()}"'
-                ranged = self.headers.get("Range")
-                if head:
-                    return self.send(200, data, common, head=True)
-                if ranged:
-                    start = int(ranged.split("=")[1].split("-")[0])
-                    common["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-                    return self.send(206, data[start:], common, head=False)
-                if name in hub.drop_first_get:
-                    hub.drop_first_get.discard(name)
-                    self.send_response(200)
-                    for key, value in {**common, "Content-Length": str(len(data))}.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(data[: len(data) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True  # the client sees a body cut short
-                    return
-                return self.send(200, data, common, head=False)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeHub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def dataset_files() -> dict[str, bytes]:
+    """The repository's files, at the paths xxayt/MGSV-EC has them."""
+    return {
+        "README.md": CARD,
+        "MGSV_feature.zip": features_zip(),
+        **{f"{CSV_DIR}/{name}": data for name, data in csvs().items()},
+        "dataloader/data_dataloaders.py": b"# the official DataLoader wrappers\n",
+        "dataloader/dataloader_MGSV_EC_feature.py": b"# the official feature Dataset\n",
+    }
 
 
 @pytest.fixture()
-def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let huggingface_hub make requests (only ever to the fake hub on 127.0.0.1)."""
+def online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Let huggingface_hub make requests (only ever to the fake hub on 127.0.0.1), with no token of the machine's."""
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
 
 
 @pytest.fixture()
 def hub(online: None) -> Iterator[FakeHub]:
-    with FakeHub(dataset_files()) as fake:
+    with FakeHub() as fake:
+        fake.add_repo("dataset", REPO, dataset_files(), commit=COMMIT)
         yield fake
 
 
@@ -181,13 +131,20 @@ def test_cli_fetch_download_unzip_import(
     assert report["revision"] == COMMIT and report["sizes_checked"] is True
 
     files = dataset_files()
-    for name in ("train_data.csv", "val_data.csv", "test_data.csv"):
-        assert (out / name).read_bytes() == files[name]
+    for name, data in csvs().items():
+        assert (out / name).read_bytes() == data  # from dataset/MGSV-EC/ in the repository to the folder's root
+        assert report["files"][f"{CSV_DIR}/{name}"] == str(out / name)
+    source = json.loads((out / "source.json").read_text())
+    assert source["repo_id"] == REPO and source["revision"] == "main" and source["commit"] == COMMIT
+    assert source["files"]["MGSV_feature.zip"] == len(files["MGSV_feature.zip"])
     zip_path = Path(report["files"]["MGSV_feature.zip"])
     assert zip_path.is_relative_to(cache) and zip_path.read_bytes() == files["MGSV_feature.zip"]
     ranges = [r for method, path, r in hub.requests if method == "GET" and path.endswith("MGSV_feature.zip")]
     resumed_at = (len(files["MGSV_feature.zip"]) // 2) // (64 * 1024) * (64 * 1024)
     assert resumed_at > 0 and ranges == [None, f"bytes={resumed_at}-"]  # resumed, not restarted
+    downloaded = {path.split("/resolve/main/", 1)[1] for method, path, _ in hub.requests
+                  if method == "GET" and "/resolve/" in path}
+    assert downloaded == {"MGSV_feature.zip", *(f"{CSV_DIR}/{name}" for name in csvs())}  # not the card, not code
 
     assert (out / "MGSV_feature" / "Kuai_feature" / "vit_feature1" / "vit_mask" / "113722188340.pt").is_file()
     assert report["imported"]["counts"] == {"video": 2, "music": 2}
@@ -203,6 +160,33 @@ def test_cli_fetch_download_unzip_import(
     assert not [r for r in hub.requests[before:] if r[0] == "GET" and "/resolve/" in r[1]]
 
 
+def test_revision_pins_a_commit_and_files_are_found_by_name(hub: FakeHub, tmp_path: Path) -> None:
+    repo = hub.repos[("dataset", REPO)]
+    # A later commit on main moves the CSVs and changes one; the pinned commit still gives the old files.
+    later = dict(repo.commits[COMMIT])
+    for name in csvs():
+        later[f"annotations/{name}"] = later.pop(f"{CSV_DIR}/{name}")
+    later["annotations/val_data.csv"] = csv_bytes([("113722188340", "7+5x4mjjeiubm49fg")])
+    repo.commits["f" * 40] = later
+    repo.branches["main"] = "f" * 40
+
+    cache = tmp_path / "cache"
+    pinned = fetch_dataset(tmp_path / "pinned", revision=COMMIT, endpoint=hub.url, cache_dir=cache, features=False)
+    assert pinned.revision == COMMIT and set(pinned.files) == {f"{CSV_DIR}/{name}" for name in csvs()}
+    assert (tmp_path / "pinned" / "val_data.csv").read_bytes() == csvs()["val_data.csv"]
+    assert json.loads((tmp_path / "pinned" / "source.json").read_text())["commit"] == COMMIT
+
+    moved = fetch_dataset(tmp_path / "main", endpoint=hub.url, cache_dir=cache, features=False)
+    assert moved.revision == "f" * 40 and "annotations/val_data.csv" in moved.files
+    assert (tmp_path / "main" / "val_data.csv").read_bytes() == later["annotations/val_data.csv"]
+
+    later["backup/val_data.csv"] = b"video_id,music_id\n"  # the same name twice, neither at dataset/MGSV-EC/
+    with pytest.raises(DownloadError, match=r"val_data.csv appears 2 times \(annotations/val_data.csv, backup/"):
+        fetch_dataset(tmp_path / "other", endpoint=hub.url, cache_dir=cache, features=False)
+    with pytest.raises(DownloadError, match=f"{REPO}@v9: the repository has no such revision"):
+        fetch_dataset(tmp_path / "other", revision="v9", endpoint=hub.url, cache_dir=cache, features=False)
+
+
 def test_offline_rerun_uses_the_cache(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
@@ -213,7 +197,7 @@ def test_offline_rerun_uses_the_cache(hub: FakeHub, tmp_path: Path, monkeypatch:
     result = fetch_dataset(tmp_path / "second", endpoint=hub.url, cache_dir=cache, features=False)
     assert len(hub.requests) == before  # nothing asked of the network
     assert result.revision == COMMIT and not result.sizes_checked
-    assert (tmp_path / "second" / "val_data.csv").read_bytes() == dataset_files()["val_data.csv"]
+    assert (tmp_path / "second" / "val_data.csv").read_bytes() == csvs()["val_data.csv"]
 
 
 def test_offline_with_a_hand_built_hub_cache(tmp_path: Path) -> None:
@@ -221,12 +205,11 @@ def test_offline_with_a_hand_built_hub_cache(tmp_path: Path) -> None:
     cache = tmp_path / "hub"
     repo_dir = cache / "datasets--xxayt--MGSV-EC"
     snapshot = repo_dir / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs").mkdir(parents=True)
     (repo_dir / "refs" / "main").write_text(COMMIT)
-    files = dataset_files()
-    for name in ("train_data.csv", "val_data.csv", "test_data.csv", "MGSV_feature.zip"):
-        (snapshot / name).write_bytes(files[name])
+    for path, data in dataset_files().items():
+        (snapshot / path).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / path).write_bytes(data)
     result = fetch_dataset(tmp_path / "data", cache_dir=cache, import_features=True)
     assert result.revision == COMMIT and result.notes[0].startswith("offline mode")
     assert FeatureStore(tmp_path / "data" / "features").verify() == {"video": 2, "music": 2}
@@ -234,30 +217,31 @@ def test_offline_with_a_hand_built_hub_cache(tmp_path: Path) -> None:
     with pytest.raises(DownloadError) as info:
         fetch_dataset(tmp_path / "other", cache_dir=tmp_path / "empty-cache", features=False)
     message = str(info.value)
-    assert "xxayt/MGSV-EC/train_data.csv@main: not in the local cache and the Hub cannot be reached" in message
-    assert "HF_HUB_OFFLINE=1" in message and "HF_ENDPOINT" in message
+    assert f"xxayt/MGSV-EC/{CSV_DIR}/train_data.csv@main: not in the local Hugging Face cache" in message
+    assert "HF_HUB_OFFLINE=1 forbids downloading it" in message
 
 
 def test_size_mismatch_is_reported(hub: FakeHub, tmp_path: Path) -> None:
-    hub.listed_sizes["val_data.csv"] += 5
+    hub.listed_sizes[(REPO, f"{CSV_DIR}/val_data.csv")] = len(csvs()["val_data.csv"]) + 5
     with pytest.raises(
-        DownloadError, match=r"val_data.csv: \d+ bytes, but xxayt/MGSV-EC lists val_data.csv with \d+ bytes"
+        DownloadError,
+        match=rf"val_data.csv: \d+ bytes, but xxayt/MGSV-EC lists {CSV_DIR}/val_data.csv with \d+ bytes",
     ):
         fetch_dataset(tmp_path / "data", endpoint=hub.url, cache_dir=tmp_path / "cache", features=False)
 
 
 def test_missing_file_and_missing_repo(hub: FakeHub, tmp_path: Path) -> None:
-    del hub.files["MGSV_feature.zip"], hub.listed_sizes["MGSV_feature.zip"]
-    with pytest.raises(DownloadError, match=r"the dataset has no MGSV_feature.zip \(it has: README.md, test_data.csv"):
+    del hub.files("dataset", REPO)["MGSV_feature.zip"]
+    with pytest.raises(DownloadError, match=r"the dataset has no MGSV_feature.zip \(it has: \.gitattributes, READ"):
         fetch_dataset(tmp_path / "data", endpoint=hub.url, cache_dir=tmp_path / "cache")
-    with pytest.raises(DownloadError, match="someone/else@main: dataset repository not found"):
+    with pytest.raises(DownloadError, match="someone/else@main: repository not found on the Hub"):
         fetch_dataset(tmp_path / "data", repo_id="someone/else", endpoint=hub.url, cache_dir=tmp_path / "cache")
 
 
 def test_network_failure_names_the_hint(
     online: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with FakeHub({}) as closed:
+    with FakeHub() as closed:
         url = closed.url
     monkeypatch.setenv("HF_ENDPOINT", url)  # nothing listens there any more
     with pytest.raises(SystemExit) as exit_info:
@@ -266,7 +250,7 @@ def test_network_failure_names_the_hint(
         )
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
-    assert "xxayt/MGSV-EC@main: download failed" in err and "HF_ENDPOINT" in err
+    assert "xxayt/MGSV-EC@main: not in the local cache and the Hub cannot be reached" in err and "HF_ENDPOINT" in err
 
 
 def test_existing_differing_csv_is_kept_without_force(hub: FakeHub, tmp_path: Path) -> None:
@@ -277,8 +261,8 @@ def test_existing_differing_csv_is_kept_without_force(hub: FakeHub, tmp_path: Pa
         fetch_dataset(out, endpoint=hub.url, cache_dir=tmp_path / "cache", features=False)
     assert (out / "val_data.csv").read_text() == "my own edits\n"
     fetch_dataset(out, endpoint=hub.url, cache_dir=tmp_path / "cache", features=False, force=True)
-    assert (out / "val_data.csv").read_bytes() == dataset_files()["val_data.csv"]
-    with pytest.raises(InputError, match="drop --no-features"):
+    assert (out / "val_data.csv").read_bytes() == csvs()["val_data.csv"]
+    with pytest.raises(InputError, match="which `features` turned off"):
         fetch_dataset(out, features=False, import_features=True)
 
 

@@ -8,6 +8,7 @@ from mgsv.cli import (
     demo,  # noqa: F401
     extract,  # noqa: F401
     ground,  # noqa: F401
+    hub,  # noqa: F401
     library,  # noqa: F401
     models,  # noqa: F401
     render,  # noqa: F401

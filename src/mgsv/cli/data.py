@@ -16,7 +16,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mgsv.cli.data_app import data_app
 
-DEFAULT_REPO = "xxayt/MGSV-EC"  # kept equal to mgsv.features.fetch.DEFAULT_REPO (not imported: keeps --help light)
+# Kept equal to mgsv.features.fetch.DEFAULT_REPO / DEFAULT_REVISION and mgsv.data.raw_fetch.RAW_REPO (not imported:
+# keeps --help light).
+DEFAULT_REPO = "xxayt/MGSV-EC"
+DEFAULT_REVISION = "main"
+RAW_REPO = "xxayt/MGSV-EC-Raw"
 
 
 @contextmanager
@@ -90,27 +94,55 @@ def fetch_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Dataset folder: CSVs, MGSV_feature/ and (with --import) features/.")
     ],
-    repo_id: Annotated[str, typer.Option("--repo-id", help="Hugging Face dataset repository.")] = DEFAULT_REPO,
-    revision: Annotated[str, typer.Option("--revision", help="Branch, tag or commit of the dataset.")] = "main",
+    repo_id: Annotated[
+        str | None,
+        typer.Option("--repo-id", help=f"Hugging Face dataset repository (default: {DEFAULT_REPO}; with --raw "
+                                       f"{RAW_REPO})."),
+    ] = None,
+    revision: Annotated[
+        str, typer.Option("--revision", help="Branch, tag or commit of the dataset (source.json records the commit).")
+    ] = DEFAULT_REVISION,
     features: Annotated[
-        bool, typer.Option("--features/--no-features", help="Also download and unpack MGSV_feature.zip (several GB).")
-    ] = True,
+        bool | None,
+        typer.Option("--features/--no-features", help="Also download and unpack MGSV_feature.zip (several GB) "
+                                                      "(default: features)."),
+    ] = None,
     import_features: Annotated[bool, typer.Option("--import", help="Import the unpacked features into OUT/features.")] = False,
+    raw: Annotated[
+        bool,
+        typer.Option("--raw", help=f"Fetch the gated raw videos and music ({RAW_REPO}; needs approved access) and "
+                                   "lay them out for `mgsv extract` in OUT."),
+    ] = False,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="Hugging Face token (default: HF_TOKEN or the one `hf auth login` saved)."),
+    ] = None,
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder (default: HF_HOME's hub cache).")
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace differing CSVs and an existing OUT/features.")
+        bool, typer.Option("--force", help="Replace differing CSVs and an existing OUT/features (OUT/media with --raw).")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Download MGSV-EC from the Hugging Face Hub (resumes dropped connections; checks sizes), unpack, import.
 
-    HF_ENDPOINT selects a mirror; HF_HUB_OFFLINE=1 uses only files already in the cache.
+    HF_ENDPOINT selects a mirror; HF_HUB_OFFLINE=1 uses only files already in the cache. With --raw: the raw media
+    (request access on the dataset's page first), linked into OUT/media by id with the official rows that have
+    both files in OUT/*_data.csv; then `mgsv extract --store OUT/features --videos OUT/media/videos --music
+    OUT/media/music`.
     """
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    console = Console(stderr=json_output)
+    if raw:
+        if features or import_features:
+            raise typer.BadParameter("--raw fetches media, not MGSV_feature.zip; drop --features / --import and run "
+                                     "`mgsv extract` on OUT/media", param_hint="--raw")
+        _fetch_raw(console, out, repo_id or RAW_REPO, revision, endpoint, cache_dir, token, force, json_output)
+        return
     from mgsv.features.fetch import fetch_dataset
 
-    console = Console(stderr=json_output)
+    features = True if features is None else features
     if features and not json_output:
         console.print(
             "downloading (dropped connections are resumed; files already in the cache are not fetched again) ..."
@@ -118,14 +150,15 @@ def fetch_command(
     with _progress_bars(not json_output) as progress:
         result = fetch_dataset(
             out,
-            repo_id=repo_id,
+            repo_id=repo_id or DEFAULT_REPO,
             revision=revision,
             features=features,
             import_features=import_features,
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            endpoint=endpoint,
             cache_dir=cache_dir,
             force=force,
             progress=progress,
+            token=token,
         )
     if json_output:
         typer.echo(json.dumps(result.to_dict()))
@@ -134,8 +167,35 @@ def fetch_command(
         console.print(f"note: {escape(note)}")
     console.print(f"{escape(result.repo_id)} @ {escape(result.revision)}")
     for name, path in result.files.items():
-        console.print(f"  {name:18} {path.stat().st_size:>15,d} bytes  {escape(str(path))}")
+        console.print(f"  {name:34} {path.stat().st_size:>15,d} bytes  {escape(str(path))}")
     if result.features_dir:
         console.print(f"features unpacked: {escape(str(result.features_dir))}")
     if result.imported:
         _print_import(console, result.imported)
+
+
+def _fetch_raw(console: Console, out: Path, repo_id: str, revision: str, endpoint: str | None,
+               cache_dir: Path | None, token: str | None, force: bool, json_output: bool) -> None:
+    """`mgsv data fetch --raw`: download, lay out, print what was matched and what to run next."""
+    from mgsv.data.raw_fetch import fetch_raw
+
+    if not json_output:
+        console.print(f"downloading {escape(repo_id)} (gated: your account needs approved access) ...")
+    result = fetch_raw(out, repo_id=repo_id, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token,
+                       force=force)
+    if json_output:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    layout = result.layout
+    console.print(f"{escape(repo_id)} @ {escape(result.commit)}: {layout.videos:,d} videos and {layout.music:,d} "
+                  f"tracks matched to CSV ids ({layout.matched_by_prefix:,d} tracks by id prefix)")
+    for split, count in layout.splits.items():
+        console.print(f"  {split:5} {count.kept:7,d} of {count.rows:7,d} rows have both files "
+                      f"({count.videos_missing:,d} videos, {count.music_missing:,d} tracks missing)")
+    console.print(f"  {len(layout.other_variants):,d} other variants of annotated tracks left out, "
+                  f"{len(layout.unmatched):,d} files match no id, {len(layout.ambiguous):,d} ambiguous ids "
+                  f"(listed in {escape(str(out / 'raw-layout.json'))})", soft_wrap=True)
+    for split in layout.not_written:
+        console.print(f"  [yellow]no {split} row has both files: {split}_data.csv not written[/]")
+    console.print("next: mgsv extract --store " + escape(f"{out}/features --videos {out}/media/videos --music "
+                                                         f"{out}/media/music"), soft_wrap=True)

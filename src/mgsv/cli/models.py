@@ -78,7 +78,8 @@ def _print_parameter_table(as_json: bool) -> None:
 
 @app.command("convert")
 def convert_command(
-    official: Annotated[Path, typer.Argument(help="Official MaDe checkpoint (.pth / pytorch_model.bin.*).")],
+    official: Annotated[Path, typer.Argument(
+        help="Official MaDe checkpoint (.pth / pytorch_model.bin.*), or one on the Hub: hf:OWNER/NAME[@REV]/PATH.")],
     out: Annotated[Path, typer.Argument(help="Checkpoint folder to write (model.safetensors + config.json).")],
     overrides: Annotated[
         list[str] | None,
@@ -97,6 +98,7 @@ def convert_command(
     """
     from mgsv.errors import OutputExistsError
     from mgsv.features.spec import DEFAULT_SPECS
+    from mgsv.hub.resolve import is_hub_ref, resolve_hub_file
     from mgsv.models.checkpoint import save_checkpoint
     from mgsv.models.made import MaDeConfig
     from mgsv.models.official_keys import model_from_official, read_official_state_dict
@@ -105,9 +107,13 @@ def convert_command(
 
     if out.exists() and not force:
         raise OutputExistsError(f"{out}: already exists (use --force to replace it)")
+    origin = official.name
+    if is_hub_ref(official):  # pulled into the Hugging Face cache first; the pinned reference is recorded
+        resolved = resolve_hub_file(official)
+        official, origin = resolved.path, str(resolved.pinned)
     state, extras = read_official_state_dict(official, allow_pickle=allow_pickle)
     model, dropped = model_from_official(state, where=str(official), **parse_model_overrides(MaDeConfig, overrides or []))
-    metadata = {"source": "official xxayt/MGSV checkpoint", "converted_from": official.name,
+    metadata = {"source": "official xxayt/MGSV checkpoint", "converted_from": origin,
                 "frozen_encoder_tensors_dropped": dropped, **{f"official_{k}": v for k, v in extras.items()}}
     save_checkpoint(model, out, preset="made", feature_specs={k: v.to_dict() for k, v in DEFAULT_SPECS.items()},
                     metadata=metadata, overwrite=force)

@@ -135,8 +135,12 @@ def serve_command(
         study = AbStudySettings(ab_study[0], ab_study[1], media, ab_db)
     elif media is not None:
         raise InputError("--media", "is only used with --ab-study")
-    elif checkpoint is not None and not checkpoint.is_dir():
-        raise InputError(checkpoint, "no such checkpoint folder")
+    elif checkpoint is not None:
+        from mgsv.hub.resolve import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(checkpoint)  # an hf: reference is downloaded now, before binding
+        if not checkpoint.is_dir():
+            raise InputError(checkpoint, "no such checkpoint folder")
     MusicLibrary(library)  # a missing or broken library is reported now, not after binding
     if work_dir is not None:
         try:

@@ -21,6 +21,7 @@ from mgsv.evaluation.protocol import EvalOptions, EvalResult, Progress, evaluate
 from mgsv.evaluation.report import write_report
 from mgsv.features.spec import FeatureSpec
 from mgsv.features.store import FeatureStore
+from mgsv.hub.resolve import resolve_checkpoint
 from mgsv.models.checkpoint import load_checkpoint
 
 # The checkpoint `mgsv eval RUN` uses by default; the paper's MsG numbers are most likely from this one (docs/official-code.md, "Training").
@@ -40,8 +41,9 @@ class EvalTarget:
 
 
 def resolve_target(run_or_checkpoint: Path, data_dir: Path | None, checkpoint_name: str | None) -> EvalTarget:
-    """A run folder (run.json) picks its `checkpoint_name` and its own data; a checkpoint folder needs `data_dir`."""
-    path = Path(run_or_checkpoint)
+    """A run folder (run.json) picks its `checkpoint_name` and its own data; a checkpoint folder (or an
+    `hf:OWNER/NAME[@REVISION]` reference, downloaded once) needs `data_dir`."""
+    path = resolve_checkpoint(run_or_checkpoint)
     if (path / "run.json").is_file():
         run = json.loads((path / "run.json").read_text())
         name = checkpoint_name or DEFAULT_RUN_CHECKPOINT

@@ -1,16 +1,24 @@
 """Download MGSV-EC from the Hugging Face Hub, unpack its features safely, and optionally import them.
 
+The dataset `xxayt/MGSV-EC` keeps its annotations at `dataset/MGSV-EC/{train,val,test}_data.csv` (its card's
+`configs.data_files` declares these three paths; the official GitHub repository has the same `dataset/MGSV-EC/`
+folder) and the features at the root as `MGSV_feature.zip`, beside `README.md` and `dataloader/`. The files are
+found by name in the repository listing (the `dataset/MGSV-EC/` copy wins if a name appears twice), so a move
+inside the repository is followed; the listing is not available offline, and then the known paths are used.
+
 Files come through `huggingface_hub.hf_hub_download` into the Hugging Face cache (HF_HOME or `cache_dir`). The
 library resumes a download whose connection drops (it retries with an HTTP Range request from the byte it had
 reached) and never re-downloads a file already in the cache, so re-running `mgsv data fetch` after a failure only
 fetches what is missing. (A file whose download was killed midway starts again from zero: huggingface_hub >= 1.0
 writes each attempt to a private temporary file that it deletes.) Every file's size is checked against the size the
 Hub lists. The CSVs are copied into the output folder; the feature zip stays in the cache and
-is extracted from there (no second copy of several GB).
+is extracted from there (no second copy of several GB). `OUT/source.json` records the repository, the revision
+asked for and the commit the files came from.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -20,20 +28,25 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mgsv.atomic_io import atomic_path
-from mgsv.errors import InputError, MgsvError, OptionError, OutputExistsError
+from mgsv.errors import InputError, OptionError, OutputExistsError
 from mgsv.features.official import ImportResult, Progress, find_layout_root, import_official
+from mgsv.hub.errors import HubError, describe_hub_error
 
 DEFAULT_REPO = "xxayt/MGSV-EC"
-CSV_FILES = ("train_data.csv", "val_data.csv", "test_data.csv")
+# No full commit hash of a revision that holds both the CSVs at dataset/MGSV-EC/ and MGSV_feature.zip could be
+# found in stored copies of the Hub pages (only short hashes: the listing at 4e5e50a, the card at f33c4f6; the full
+# hashes found, 0cb5c97e... and 5703584b..., predate the feature zip and a later "update dataset" commit). So the
+# default is the main branch, named explicitly; every fetch records the commit it got in OUT/source.json, and
+# `--revision <that commit>` repeats it exactly.
+DEFAULT_REVISION = "main"
+CSV_FILES = ("train_data.csv", "val_data.csv", "test_data.csv")  # names in the dataset folder (and on the Hub)
+CSV_DIR_IN_REPO = "dataset/MGSV-EC"  # where the card's configs.data_files put them
 FEATURES_ZIP = "MGSV_feature.zip"
 EXTRACTED_DIR = "MGSV_feature"
-OFFLINE_HINT = (
-    "if you have no network, files already in the Hugging Face cache are used with HF_HUB_OFFLINE=1; "
-    "a mirror can be set with HF_ENDPOINT"
-)
+SOURCE_FILE = "source.json"
 
 
-class DownloadError(MgsvError):
+class DownloadError(HubError):
     """The Hub could not be reached, or a file is missing or damaged."""
 
 
@@ -44,7 +57,7 @@ class FetchResult:
     out: Path
     repo_id: str
     revision: str  # the commit the files came from (or the requested revision when offline)
-    files: dict[str, Path]  # repo filename -> local path (CSVs in `out`, the zip in the cache)
+    files: dict[str, Path]  # path in the repository -> local path (CSVs in `out`, the zip in the cache)
     features_dir: Path | None = None
     imported: ImportResult | None = None
     sizes_checked: bool = True
@@ -65,13 +78,14 @@ class FetchResult:
 def fetch_dataset(
     out: str | os.PathLike[str],
     repo_id: str = DEFAULT_REPO,
-    revision: str = "main",
+    revision: str = DEFAULT_REVISION,
     features: bool = True,
     import_features: bool = False,
     endpoint: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    token: str | None = None,
 ) -> FetchResult:
     """Download the MGSV-EC CSVs (and features) into `out`; with `import_features`, build `out/features`."""
     from huggingface_hub import constants
@@ -86,42 +100,40 @@ def fetch_dataset(
     if offline:
         sizes: dict[str, int | None] = {}
         commit = revision
+        paths = {name: default_repo_path(name) for name in wanted}
         notes.append("offline mode: using the Hugging Face cache; sizes not checked against the Hub")
     else:
-        commit, sizes = _remote_listing(repo_id, revision, endpoint)
-        absent = [name for name in wanted if name not in sizes]
-        if absent:
-            raise DownloadError(
-                f"{repo_id}@{revision}: the dataset has no {', '.join(absent)} "
-                f"(it has: {', '.join(sorted(sizes)) or 'no files'})"
-            )
+        commit, sizes = remote_listing(repo_id, revision, endpoint, token)
+        paths = locate_files(repo_id, revision, wanted, sizes)
 
     files: dict[str, Path] = {}
     for name in wanted:
+        repo_path = paths[name]
         # By branch name (not the listed commit) so that the cache records the ref and offline re-runs find it.
-        cached = _download(repo_id, name, revision, endpoint, cache_dir)
-        commit = cached.parent.name if cached.parent.parent.name == "snapshots" else commit
-        expected = sizes.get(name)
+        cached = download_file(repo_id, repo_path, revision, endpoint, cache_dir, token)
+        commit = snapshot_commit(cached, repo_path) or commit
+        expected = sizes.get(repo_path)
         actual = cached.stat().st_size
         if expected is not None and actual != expected:
             raise DownloadError(
-                f"{cached}: {actual} bytes, but {repo_id} lists {name} with {expected} bytes; "
+                f"{cached}: {actual} bytes, but {repo_id} lists {repo_path} with {expected} bytes; "
                 "delete this file from the cache and run the command again"
             )
-        files[name] = cached
+        files[repo_path] = cached
 
     for name in CSV_FILES:
-        files[name] = _place_copy(files[name], out / name, force)
+        files[paths[name]] = _place_copy(files[paths[name]], out / name, force)
+    _write_source(out, repo_id, revision, commit, {p: files[p] for p in paths.values()})
 
     result = FetchResult(out, repo_id, commit, files, sizes_checked=not offline, notes=notes)
     if features:
-        result.features_dir = extract_zip(files[FEATURES_ZIP], out / EXTRACTED_DIR)
+        result.features_dir = extract_zip(files[paths[FEATURES_ZIP]], out / EXTRACTED_DIR)
     if import_features:
         assert result.features_dir is not None
         root = find_layout_root(result.features_dir)
         if root is None:
             raise InputError(
-                files[FEATURES_ZIP],
+                files[paths[FEATURES_ZIP]],
                 f"no official feature layout (vit_feature1/, ast_feature2p5/) inside {result.features_dir}",
             )
         result.imported = import_official(
@@ -130,46 +142,86 @@ def fetch_dataset(
     return result
 
 
-def _remote_listing(repo_id: str, revision: str, endpoint: str | None) -> tuple[str, dict[str, int | None]]:
+def default_repo_path(name: str) -> str:
+    """Where xxayt/MGSV-EC keeps `name` (used when no listing can be had)."""
+    return f"{CSV_DIR_IN_REPO}/{name}" if name in CSV_FILES else name
+
+
+def locate_files(repo_id: str, revision: str, names: list[str], listing: dict[str, int | None]) -> dict[str, str]:
+    """The repository path of each wanted file name, found by name in the listing."""
+    located: dict[str, str] = {}
+    absent = []
+    for name in names:
+        candidates = sorted(p for p in listing if PurePosixPath(p).name == name)
+        preferred = default_repo_path(name)
+        if preferred in candidates:
+            located[name] = preferred
+        elif len(candidates) == 1:
+            located[name] = candidates[0]
+        elif candidates:
+            raise DownloadError(f"{repo_id}@{revision}: {name} appears {len(candidates)} times "
+                                f"({', '.join(candidates)}); none at {preferred}")
+        else:
+            absent.append(name)
+    if absent:
+        raise DownloadError(
+            f"{repo_id}@{revision}: the dataset has no {', '.join(absent)} "
+            f"(it has: {', '.join(sorted(listing)) or 'no files'})"
+        )
+    return located
+
+
+def remote_listing(
+    repo_id: str, revision: str, endpoint: str | None, token: str | None = None
+) -> tuple[str, dict[str, int | None]]:
     """The commit a revision points at and the size of each file there."""
     from huggingface_hub import HfApi
 
     try:
-        info = HfApi(endpoint=endpoint).dataset_info(repo_id, revision=revision, files_metadata=True)
+        info = HfApi(endpoint=endpoint, token=token).dataset_info(repo_id, revision=revision, files_metadata=True)
     except Exception as exc:  # network and Hub errors come in many classes; all end the fetch here
-        raise DownloadError(_describe(exc, f"{repo_id}@{revision}")) from exc
+        raise DownloadError(describe_hub_error(exc, f"{repo_id}@{revision}", dataset_page(repo_id, endpoint))) from exc
     sizes = {s.rfilename: s.size for s in (info.siblings or [])}
     return info.sha or revision, sizes
 
 
-def _download(repo_id: str, filename: str, revision: str, endpoint: str | None, cache_dir: Any) -> Path:
+def download_file(
+    repo_id: str, filename: str, revision: str, endpoint: str | None, cache_dir: Any, token: str | None = None
+) -> Path:
+    """One dataset file through the Hugging Face cache; Hub failures become one DownloadError sentence."""
     from huggingface_hub import hf_hub_download
 
     try:
         path = hf_hub_download(
-            repo_id, filename, repo_type="dataset", revision=revision, endpoint=endpoint, cache_dir=cache_dir
+            repo_id, filename, repo_type="dataset", revision=revision, endpoint=endpoint, cache_dir=cache_dir,
+            token=token,
         )
-    except Exception as exc:  # see _remote_listing
-        raise DownloadError(_describe(exc, f"{repo_id}/{filename}@{revision}")) from exc
+    except Exception as exc:  # see remote_listing
+        raise DownloadError(
+            describe_hub_error(exc, f"{repo_id}/{filename}@{revision}", dataset_page(repo_id, endpoint))
+        ) from exc
     return Path(path)
 
 
-def _describe(exc: Exception, what: str) -> str:
-    """One sentence for a Hub/network failure, with the offline/mirror hint where it helps."""
-    from huggingface_hub import errors
+def snapshot_commit(cached: Path, repo_path: str) -> str | None:
+    """The commit of a cached file: the cache layout is snapshots/<commit>/<path in the repository>."""
+    snapshot = cached.parents[len(PurePosixPath(repo_path).parts) - 1]
+    return snapshot.name if snapshot.parent.name == "snapshots" else None
 
-    kind = type(exc).__name__
-    if isinstance(exc, errors.GatedRepoError):
-        return f"{what}: the dataset is gated; accept its terms on the Hub and log in (`hf auth login`)"
-    if isinstance(exc, errors.RepositoryNotFoundError):
-        return f"{what}: dataset repository not found (or private: log in with `hf auth login`)"
-    if isinstance(exc, errors.RevisionNotFoundError):
-        return f"{what}: no such revision"
-    if isinstance(exc, (errors.LocalEntryNotFoundError, ConnectionError)):
-        return f"{what}: not in the local cache and the Hub cannot be reached ({kind}); {OFFLINE_HINT}"
-    if isinstance(exc, errors.EntryNotFoundError):
-        return f"{what}: file not found in the dataset"
-    return f"{what}: download failed ({kind}: {exc}); {OFFLINE_HINT}"
+
+def dataset_page(repo_id: str, endpoint: str | None) -> str:
+    """The dataset's page on the Hub (for messages)."""
+    from huggingface_hub import constants
+
+    return f"{(endpoint or constants.ENDPOINT).rstrip('/')}/datasets/{repo_id}"
+
+
+def _write_source(out: Path, repo_id: str, revision: str, commit: str, files: dict[str, Path]) -> None:
+    """OUT/source.json: which repository, revision and commit the dataset folder's files came from."""
+    record = {"repo_id": repo_id, "revision": revision, "commit": commit,
+              "files": {path: local.stat().st_size for path, local in files.items()}}
+    with atomic_path(out / SOURCE_FILE) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _place_copy(src: Path, dest: Path, force: bool) -> Path:

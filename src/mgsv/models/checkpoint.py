@@ -29,6 +29,7 @@ from torch import nn
 from mgsv import __version__
 from mgsv.atomic_io import fsync_directory, fsync_file
 from mgsv.errors import InputError, OutputExistsError
+from mgsv.hub.resolve import resolve_checkpoint
 from mgsv.manifests import check_format
 from mgsv.models.registry import ConfigError, UnknownPresetError, config_from_dict, get_preset
 
@@ -114,8 +115,8 @@ def save_checkpoint(
 
 
 def read_checkpoint_info(folder: str | os.PathLike[str]) -> CheckpointInfo:
-    """Read and validate config.json (not the weights)."""
-    folder = Path(folder)
+    """Read and validate config.json (not the weights); `folder` may be an `hf:OWNER/NAME[@REVISION]` reference."""
+    folder = resolve_checkpoint(folder)  # hf: references: downloaded once into the Hugging Face cache
     if not folder.is_dir():
         raise InputError(folder, "no such checkpoint folder" if not folder.exists() else "not a checkpoint folder")
     config_path = folder / CONFIG_FILE
