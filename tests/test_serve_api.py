@@ -199,6 +199,22 @@ def test_bad_form_fields(client: TestClient, video: Path) -> None:
     assert garbage.status_code == 400 and garbage.json()["error"] == "malformed_upload"
 
 
+def test_filters_and_option_names_in_errors(client: TestClient, lib: ServeLibrary, video: Path) -> None:
+    """The server takes mgsv ground's filters; errors name options as this API's fields, never as CLI flags."""
+    data = video.read_bytes()
+    durations = [t.duration for t in MusicLibrary(lib.library).tracks()]
+    response = post_video(client, data, top="5", min_duration=str(max(durations) - 1))
+    assert response.status_code == 200, response.text
+    assert len(response.json()["moments"]) == sum(d >= max(durations) - 1 for d in durations) >= 1
+    nothing = assert_error(post_video(client, data, licences='["no-such-licence", "nor this"]'), 422,
+                           "cannot_ground", "no track of the library matches the filters")
+    assert "'nor this'" in nothing["message"]
+    bad_tag = assert_error(post_video(client, data, tags="genre"), 422, "invalid_field", "tags: expected KEY=VALUE")
+    assert "--" not in bad_tag["message"] and "`" not in bad_tag["message"]
+    assert_error(post_video(client, data, min_duration="nan"), 422, "invalid_field", "min_duration")
+    assert_error(post_video(client, data, tags="[1, 2"), 422, "invalid_field", "tags")
+
+
 def test_uploads_that_are_not_videos(client: TestClient, tmp_path: Path, work: Path) -> None:
     assert_error(post_video(client, b""), 400, "empty_upload", "empty")
     assert_error(post_video(client, b"hello, this is text\n" * 50), 415, "not_a_video")
