@@ -116,8 +116,10 @@ def remove_command(
 ) -> None:
     """Remove tracks (all or none: an unknown id removes nothing). Their files are not touched."""
     from mgsv.search.library import MusicLibrary
+    from mgsv.search.track_media import TrackMedia
 
     removed = MusicLibrary(library).remove(track_ids)
+    TrackMedia(library).forget(t.content_hash for t in removed)  # the web page's waveform and beats of them
     if json_output:
         typer.echo(json.dumps([t.to_dict() for t in removed]))
         return
