@@ -9,6 +9,7 @@ start the music anywhere in it at once while the user moves the selection; it is
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from mgsv.search.library import Track
     from mgsv.search.track_media import TrackMedia
 
+log = logging.getLogger("mgsv.serve")
 T = TypeVar("T")
 
 MAX_PEAKS_WIDTH = 4096  # columns: a full-width timeline on a 4K screen
@@ -63,7 +65,9 @@ async def _on_media_worker(runtime: Runtime, track: Track, job: Callable[..., T]
         try:
             return await ticket.run(job, *args, **kwargs)
         except InputError as exc:
-            raise ApiError(500, "track_unreadable", f"track {track.id!r} cannot be decoded: {exc.problem}") from exc
+            # The decoder's words can hold the file's path: they go to the log only.
+            log.error("track %s cannot be decoded: %s", track.id, exc)
+            raise ApiError(500, "track_unreadable", f"track {track.id!r} cannot be decoded on the server") from exc
 
 
 @router.get(
