@@ -400,6 +400,29 @@ def test_phone_width(browser: Any, server: str, video: Path, screenshots: Path) 
                         if t["id"] == card.get_attribute("data-track-id"))  # fmt: skip
         width = lane_width(card)
         assert selection(card)[0] == pytest.approx(60 / width * duration, abs=2 * duration / width)
+
+        # On the bare waveform a tap starts the music there; a vertical swipe (scrolling the page) does not.
+        def on_lane(fraction: float) -> tuple[int, int]:
+            box = browser.execute_script(
+                "const r = arguments[0].querySelector('.lane').getBoundingClientRect();"
+                "return {x: r.left, y: r.top, width: r.width, height: r.height};",
+                card,
+            )
+            return int(box["x"] + fraction * box["width"]), int(box["y"] + 10)
+
+        tap_x, tap_y = on_lane(0.8)
+        before = selection(card)
+        swipe = ActionBuilder(browser, mouse=PointerInput(interaction.POINTER_TOUCH, "finger"))
+        swipe.pointer_action.move_to_location(tap_x, tap_y + 40).pointer_down().move_to_location(
+            tap_x, tap_y - 60).pointer_up()  # fmt: skip
+        swipe.perform()
+        assert selection(card) == before
+        tap_x, tap_y = on_lane(0.8)  # the swipe may have scrolled the page
+        tap = ActionBuilder(browser, mouse=PointerInput(interaction.POINTER_TOUCH, "finger"))
+        tap.pointer_action.move_to_location(tap_x, tap_y).pointer_down().pointer_up()
+        tap.perform()
+        expected = min(0.8 * duration, duration - (before[1] - before[0]))
+        assert selection(card)[0] == pytest.approx(expected, abs=2 * duration / width)
         assert no_horizontal_overflow(browser)
         set_snap(browser, True)
         browser.execute_script("document.querySelector('#moments li').scrollIntoView()")

@@ -154,17 +154,29 @@ function showResults(result) {
   for (const card of state.cards) loadTrackMedia(card);
 }
 
+// A JSON GET that waits and tries again (twice) while the server answers 503 busy.
+async function jsonWhenFree(path) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await mgsv.json(path);
+    } catch (error) {
+      if (error.status !== 503 || attempt >= 2) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 1000 * Number(error.retryAfter || 2)));
+    }
+  }
+}
+
 // The waveform and the beats of a card's track (computed once per track on the server, then read from its cache).
 async function loadTrackMedia(card) {
   const id = encodeURIComponent(card.moment.track_id);
   const width = Math.min(4096, Math.max(64, card.timeline.pixelWidth() || 1000));
   try {
-    card.timeline.setPeaks(await mgsv.json(`/v1/tracks/${id}/peaks?width=${width}`));
+    card.timeline.setPeaks(await jsonWhenFree(`/v1/tracks/${id}/peaks?width=${width}`));
   } catch (error) {
     card.timeline.setPeaksError(error.message);
   }
   try {
-    const body = await mgsv.json(`/v1/tracks/${id}/beats`);
+    const body = await jsonWhenFree(`/v1/tracks/${id}/beats`);
     card.timeline.setBeats(body.beats);
     card.timeline.setSnap($("snap-input").checked);
     card.beatsNote.textContent = body.tempo_bpm ? `${Math.round(body.tempo_bpm)} BPM` : "no beat found";

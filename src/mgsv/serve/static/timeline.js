@@ -344,6 +344,12 @@ class Timeline {
     let mode = "move";
     if (target === this.startHandle) mode = "start";
     else if (target === this.endHandle) mode = "end";
+    else if (target !== this.selectionEl && event.pointerType === "touch") mode = "tap";
+    if (mode === "tap") {
+      // A finger on the bare waveform may be scrolling the page: the music moves there only on a tap.
+      this.drag = { mode, id: event.pointerId, x: event.clientX, y: event.clientY };
+      return;
+    }
     const t = this.timeAt(event);
     // The selection and its grips are held where they were pressed (they do not jump to the pointer); elsewhere on
     // the lane, the music starts where it was pressed.
@@ -358,13 +364,20 @@ class Timeline {
   }
 
   pointerMove(event) {
-    if (!this.drag || event.pointerId !== this.drag.id) return;
+    if (!this.drag || event.pointerId !== this.drag.id || this.drag.mode === "tap") return;
     this.dragTo(this.timeAt(event));
   }
 
   pointerUp(event) {
-    if (!this.drag || event.pointerId !== this.drag.id) return;
+    const drag = this.drag;
+    if (!drag || event.pointerId !== drag.id) return;
     this.drag = null;
+    if (drag.mode === "tap") {
+      const still = Math.hypot(event.clientX - drag.x, event.clientY - drag.y) < 10;
+      if (event.type !== "pointerup" || !still) return; // the page scrolled (pointercancel), or a swipe
+      const length = this.end - this.start;
+      this.moveTo(this.snapped(this.timeAt(event), (b) => b >= 0 && b + length <= this.duration + 1e-6));
+    }
     this.onCommit(this.selection());
   }
 
