@@ -85,7 +85,7 @@ def main() -> None:
     print(f"{'file':32} " + " ".join(f"{c:>13}" for c in columns))
     for path, row in rows.items():
         print(f"{Path(path).name[:32]:32} " + " ".join(f"{row[c]:>13}" for c in columns))
-    total = {c: sum(r[c] for r in rows.values()) for c in columns if c != "mp3_bytes"}
+    total = {c: round(sum(r[c] for r in rows.values()), 3) for c in columns if c != "mp3_bytes"}
     print(f"{'all':32} " + " ".join(f"{total.get(c, ''):>13}" if c in total else f"{'':>13}" for c in columns))
 
 

@@ -4,8 +4,8 @@ MP3 because every browser plays it (Ogg/Opus is missing from older Safari, AAC f
 Decoding goes through `mgsv.media.decode.read_audio_channels`, so tracks FFmpeg refuses still preview through the
 libsndfile fallback. Short fades keep the cut from clicking. The clip is made in memory: 10 s at 128 kbit/s is
 160 KB. A whole track for the page's timeline (`fast=True`) is encoded with LAME's quicker, slightly coarser
-psychoacoustics (`-q 7`): half the CPU time (1.25 s instead of 2.7 s for 58 s of music on this project's 2-core
-test machine), which matters for a 4-minute track.
+psychoacoustics (`-q 7`): half the time (1.4 s instead of 2.8 s for a minute of music on the 2-core test machine,
+`benchmarks/bench_timeline.py`), which matters for a 4-minute track.
 """
 
 from __future__ import annotations
