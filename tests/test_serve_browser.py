@@ -1,8 +1,8 @@
 """The web page end to end in headless Chromium, against `mgsv serve` running as its own process on 127.0.0.1.
 
-Needs the Debian packages chromium and chromium-driver (installed by .ci/run) and selenium (the dev extra). Selenium
-is given both binaries, so it never looks for or downloads a browser or driver. Set MGSV_SCREENSHOT_DIR to keep the
-screenshots the test takes.
+Needs the Debian packages chromium and chromium-driver (installed by .ci/run) and selenium (the dev extra); see
+browser_factory.py. Set MGSV_SCREENSHOT_DIR to keep the screenshots the test takes. The timeline of each result
+(waveform, drag, beats, keyboard, phone width) is tested in test_serve_timeline.py.
 """
 
 from __future__ import annotations
@@ -11,65 +11,19 @@ import json
 import os
 import re
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from browser_factory import chromium, running_server, wait_for
 from media_factory import write_test_video
 from serve_factory import API_TOKEN, ServeLibrary, bearer, serve_library
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-URL_LINE = re.compile(r"mgsv serve: (http://127\.0\.0\.1:\d+/)")
-
-
-def _need(condition: bool, message: str) -> None:
-    if not condition:
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory: pytest.TempPathFactory, debian_music: dict[str, Path]) -> ServeLibrary:
     return serve_library(tmp_path_factory, debian_music)
-
-
-@contextmanager
-def running_server(arguments: list[str], work: Path) -> Iterator[str]:
-    """`mgsv serve --port 0 ARGUMENTS` in a subprocess with an API token; yields its base URL once it is ready."""
-    log_path = work / "server.log"
-    env = {**os.environ, "MGSV_API_TOKEN": API_TOKEN, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.pop("MGSV_ADMIN_TOKEN", None)
-    command = [sys.executable, "-m", "mgsv", "serve", *arguments, "--port", "0", "--work-dir", str(work)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        url = None
-        while url is None:
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            match = URL_LINE.search(log_path.read_text(errors="replace"))
-            url = match.group(1) if match else None
-            time.sleep(0.1)
-        while httpx.get(f"{url}v1/ready", headers=bearer(API_TOKEN)).json()["status"] == "loading":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()  # SIGTERM: uvicorn shuts down and the app removes its temporary folder
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    assert list(work.glob("mgsv-serve-*")) == [], "the server left its temporary folder behind"
 
 
 @pytest.fixture(scope="module")
@@ -83,22 +37,7 @@ def server(lib: ServeLibrary, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    _need(
-        CHROMIUM.exists() and CHROMEDRIVER.exists(),
-        "headless Chromium missing: apt-get install chromium chromium-driver",
-    )
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never fetch anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
-                     "--window-size=1200,1000"):  # fmt: skip
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
     try:
         yield driver
     finally:
@@ -110,21 +49,6 @@ def screenshots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("MGSV_SCREENSHOT_DIR", tmp_path))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def wait_for(driver, script: str, timeout: float = 60.0):
-    """Poll a JavaScript expression until it is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = driver.execute_script(f"return ({script});")
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            state = driver.execute_script(
-                "return [document.body.dataset.state, document.getElementById('error').textContent]"
-            )
-            raise AssertionError(f"timed out waiting for {script!r}; page state {state}")
-        time.sleep(0.1)
 
 
 def test_upload_see_moments_preview_and_render(browser, server: str, tmp_path: Path, screenshots: Path) -> None:
@@ -150,17 +74,21 @@ def test_upload_see_moments_preview_and_render(browser, server: str, tmp_path: P
     assert re.search(r"\d:\d\d\.\d – \d:\d\d\.\d", items[0].text)
     assert "holiday clip.mp4" in browser.find_element(By.ID, "video-meta").text
 
-    # Preview the best moment: the audio element really plays it.
+    # Preview the best moment: the audio element really plays the track from the selection's start.
+    start = float(items[0].get_attribute("data-start"))
     items[0].find_element(By.CSS_SELECTOR, "button.play").click()
     wait_for(
         browser,
-        "(() => { const a = document.getElementById('preview-audio'); return a.currentTime > 0.5 || a.ended; })()",
+        f"(() => {{ const a = document.getElementById('preview-audio'); return a.currentTime > {start + 0.5}; }})()",
         30,
     )
     audio = browser.execute_script(
         "const a = document.getElementById('preview-audio'); return {error: a.error, src: a.src, duration: a.duration};"
     )
-    assert audio["error"] is None and audio["src"].startswith("blob:") and 0 < audio["duration"] <= 10.5
+    tracks = httpx.get(f"{server}v1/tracks", headers=bearer(API_TOKEN)).json()["tracks"]
+    track_seconds = next(t["duration"] for t in tracks if t["id"] == items[0].get_attribute("data-track-id"))
+    assert audio["error"] is None and audio["src"].startswith("blob:")
+    assert audio["duration"] == pytest.approx(track_seconds, abs=0.3)  # the whole track: any start plays at once
     assert "playing" in items[0].get_attribute("class")
     browser.save_screenshot(str(screenshots / "2-moments-preview.png"))
 

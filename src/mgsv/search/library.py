@@ -41,6 +41,7 @@ from mgsv.search.ingest import (
 )
 from mgsv.search.library_index import EncodedLibrary, LibraryIndexes
 from mgsv.search.options import SearchOptions
+from mgsv.search.track_media import TrackMedia
 
 if TYPE_CHECKING:
     import torch
@@ -168,8 +169,13 @@ class MusicLibrary:
                          inputs, encoder, progress, where=str(self.root))
 
     def remove(self, track_ids: Sequence[str]) -> list[Track]:
-        """Remove tracks by id (all or none: an unknown id raises UnknownIdsError); returns the removed tracks."""
-        return self.catalog.remove(track_ids, str(self.root))
+        """Remove tracks by id (all or none: an unknown id raises UnknownIdsError); returns the removed tracks.
+
+        Their waveform peaks and beats kept for the web page go too; their tokens stay (re-adding is instant).
+        """
+        removed = self.catalog.remove(track_ids, str(self.root))
+        TrackMedia(self.root).forget(track.content_hash for track in removed)
+        return removed
 
     # -- the model's music-side work --------------------------------------------------------------------------
 

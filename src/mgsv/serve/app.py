@@ -12,6 +12,7 @@ Routes (all JSON errors share one shape, see http_errors.py):
     GET  /v1/openapi.json                    the OpenAPI schema
     GET  /v1/tracks                          the library
     GET  /v1/tracks/{id}/preview             MP3 of a moment (?start_s=&end_s=)
+    GET  /v1/tracks/{id}/peaks|beats|audio   the timeline's waveform (?width=), beat times, whole-track MP3
     POST /v1/ground                          multipart video -> top-k moments + upload_id
     POST /v1/render                          upload_id + moment -> MP4
     POST /v1/admin/tracks                    multipart music file -> library (admin token)
@@ -35,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mgsv import __version__
-from mgsv.serve import ab_api, admin_api, ground_api
+from mgsv.serve import ab_api, admin_api, ground_api, timeline_api
 from mgsv.serve.auth import get_runtime, require_user
 from mgsv.serve.http_errors import REQUEST_ID_HEADER, error_response, install_error_handlers
 from mgsv.serve.jobs import QueueFull
@@ -178,6 +179,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         app.include_router(ab_api.router)
     else:
         app.include_router(ground_api.router)
+        app.include_router(timeline_api.router)
         app.include_router(admin_api.router)
 
     page = "ab.html" if study_mode else "index.html"

@@ -141,7 +141,9 @@ async def preview(
         try:
             data = await ticket.run(encode_preview, path, start_s, seconds)
         except InputError as exc:
-            raise ApiError(500, "track_unreadable", f"track {track.id!r} cannot be decoded: {exc.problem}") from exc
+            # The decoder's text can hold the server's path of the file: it goes to the log only.
+            log.error("track %s: preview failed: %s", track.id, exc)
+            raise ApiError(500, "track_unreadable", f"track {track.id!r} cannot be decoded on the server") from exc
     return Response(
         data,
         media_type=PREVIEW_MEDIA_TYPE,

@@ -128,3 +128,24 @@ class AddTrackResponse(BaseModel):
     added: bool = Field(description="false: the same content was already in the library")
     track: TrackOut
     warnings: list[str] = []
+
+
+class PeaksOut(BaseModel):
+    """A track's waveform as `width` columns over its first `seconds` (the page draws them across the track)."""
+
+    track_id: str
+    duration: float = Field(description="seconds of the whole track (as in the library)")
+    seconds: float = Field(description="seconds the columns cover: the decoded track, at most its first 30 min")
+    width: int
+    min: list[float] = Field(description="lowest sample in each column, in [-1, 1]")
+    max: list[float] = Field(description="highest sample in each column, in [-1, 1]")
+
+
+class BeatsOut(BaseModel):
+    """A track's beats: the times `--snap beats` snaps a moment's start to."""
+
+    track_id: str
+    duration: float = Field(description="seconds of the whole track (as in the library)")
+    seconds: float = Field(description="seconds analysed: the track's first 10 min at most")
+    tempo_bpm: float | None = Field(description="60 / the median time between beats; null without beats")
+    beats: list[float] = Field(description="beat times in seconds of the track, ascending; empty if it has no pulse")

@@ -1,8 +1,21 @@
-// The grounding page: upload a video, watch progress, list the moments, preview them over the video, render one.
+// The grounding page: upload a video, watch progress, list the moments, each on its track's timeline (timeline.js),
+// preview the selected part over the video in sync, render it.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, uploadId: null, playing: null, readyPoll: null };
+const AUDIO_KEPT = 3; // whole-track MP3s kept in the page (a few MB each), the most recently played
+const RESTART_DELAY_MS = 150; // a key held down restarts the preview once it is let go
+const DRIFT_S = 0.2; // the video is moved back in step with the music when they drift further apart
+const state = {
+  file: null,
+  uploadId: null,
+  playing: null,
+  readyPoll: null,
+  cards: [],
+  audio: new Map(),
+  restart: 0,
+  generation: 0,
+};
 
 const askToken = mgsv.wireTokenPanel(checkServer);
 
@@ -130,20 +143,54 @@ function showResults(result) {
   state.uploadId = result.upload_id;
   const video = $("query-video");
   if (video.src) URL.revokeObjectURL(video.src);
-  video.src = URL.createObjectURL(state.file);
+  video.src = URL.createObjectURL(state.file); // the upload itself, played locally: no second download
   const info = result.video;
   $("video-meta").textContent =
     `${state.file.name} \u00b7 ${info.duration.toFixed(1)} s \u00b7 ${info.width}\u00d7${info.height} ` +
     `\u00b7 grounded in ${result.seconds.toFixed(2)} s`;
-  const list = $("moments");
-  list.replaceChildren(...result.moments.map(momentItem));
+  state.cards = result.moments.map((moment) => momentCard(moment, info.duration));
+  $("moments").replaceChildren(...state.cards.map((card) => card.item));
   $("results").hidden = false;
+  for (const card of state.cards) loadTrackMedia(card);
 }
 
-function momentItem(moment) {
+// A JSON GET that waits and tries again (twice) while the server answers 503 busy.
+async function jsonWhenFree(path) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await mgsv.json(path);
+    } catch (error) {
+      if (error.status !== 503 || attempt >= 2) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 1000 * Number(error.retryAfter || 2)));
+    }
+  }
+}
+
+// The waveform and the beats of a card's track (computed once per track on the server, then read from its cache).
+async function loadTrackMedia(card) {
+  const id = encodeURIComponent(card.moment.track_id);
+  const width = Math.min(4096, Math.max(64, card.timeline.pixelWidth() || 1000));
+  try {
+    card.timeline.setPeaks(await jsonWhenFree(`/v1/tracks/${id}/peaks?width=${width}`));
+  } catch (error) {
+    card.timeline.setPeaksError(error.message);
+  }
+  try {
+    const body = await jsonWhenFree(`/v1/tracks/${id}/beats`);
+    card.timeline.setBeats(body.beats);
+    card.timeline.setSnap($("snap-input").checked);
+    card.beatsNote.textContent = body.tempo_bpm ? `${Math.round(body.tempo_bpm)} BPM` : "no beat found";
+  } catch (error) {
+    card.beatsNote.textContent = "no beats: moves by 0.1 s";
+    card.beatsNote.title = error.message;
+  }
+}
+
+function momentCard(moment, videoSeconds) {
   const item = document.createElement("li");
   item.className = "moment";
   item.dataset.trackId = moment.track_id;
+  const card = { moment, item };
 
   const rank = document.createElement("span");
   rank.className = "rank";
@@ -158,7 +205,7 @@ function momentItem(moment) {
   detail.className = "muted small";
   const who = moment.artist ? `${moment.artist} \u00b7 ` : "";
   detail.textContent =
-    `${who}${mgsv.seconds(moment.start_s)} \u2013 ${mgsv.seconds(moment.end_s)} ` +
+    `${who}model: ${mgsv.seconds(moment.start_s)} \u2013 ${mgsv.seconds(moment.end_s)} ` +
     `(${(moment.end_s - moment.start_s).toFixed(1)} s of ${mgsv.seconds(moment.track_duration)})`;
   about.append(title, detail);
   if (moment.notes.length) {
@@ -179,59 +226,155 @@ function momentItem(moment) {
   play.className = "play";
   play.type = "button";
   play.textContent = "\u25b6 Preview";
-  play.addEventListener("click", () => togglePreview(moment, item, play));
+  play.addEventListener("click", () => togglePreview(card));
 
   const render = document.createElement("button");
   render.className = "secondary render";
   render.type = "button";
   render.textContent = "Render";
-  render.addEventListener("click", () => renderMoment(moment, render));
+  render.addEventListener("click", () => renderMoment(card));
 
-  item.append(rank, about, score, play, render);
-  return item;
+  const label = moment.title || moment.track_id;
+  const timeline = new Timeline({
+    title: label,
+    duration: moment.track_duration,
+    moment: { start: moment.start_s, end: moment.end_s },
+    videoSeconds,
+    onChange: (selection) => {
+      item.dataset.start = selection.start;
+      item.dataset.end = selection.end;
+    },
+    onCommit: () => {
+      if (state.playing === card) scheduleRestart();
+    },
+  });
+  const beatsNote = document.createElement("span");
+  beatsNote.className = "muted small beats-note";
+  timeline.footEl.append(beatsNote);
+
+  Object.assign(card, { play, render, timeline, beatsNote });
+  item.append(rank, about, score, play, render, timeline.root);
+  return card;
 }
 
 function stopPreview() {
-  const audio = $("preview-audio");
-  audio.pause();
+  clearTimeout(state.restart);
+  $("preview-audio").pause();
   $("query-video").pause();
-  if (state.playing) {
-    state.playing.item.classList.remove("playing");
-    state.playing.button.textContent = "\u25b6 Preview";
+  const card = state.playing;
+  if (card) {
     state.playing = null;
+    card.item.classList.remove("playing");
+    card.play.textContent = "\u25b6 Preview";
+    card.timeline.setPlayhead(null);
   }
 }
 
-async function togglePreview(moment, item, button) {
-  const wasThis = state.playing && state.playing.item === item;
+// The whole track as a blob URL (GET /v1/tracks/{id}/audio), kept for the last few tracks played.
+async function trackAudio(trackId) {
+  if (state.audio.has(trackId)) {
+    const url = state.audio.get(trackId);
+    state.audio.delete(trackId);
+    state.audio.set(trackId, url); // most recently used last
+    return url;
+  }
+  const { url } = await mgsv.blobUrl(`/v1/tracks/${encodeURIComponent(trackId)}/audio`);
+  state.audio.set(trackId, url);
+  while (state.audio.size > AUDIO_KEPT) {
+    const [oldest, oldUrl] = state.audio.entries().next().value;
+    state.audio.delete(oldest);
+    URL.revokeObjectURL(oldUrl);
+  }
+  return url;
+}
+
+function whenReady(media) {
+  if (media.readyState >= 1) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    media.addEventListener("loadedmetadata", resolve, { once: true });
+    media.addEventListener("error", () => reject(new Error("the browser cannot play this audio")), { once: true });
+  });
+}
+
+async function togglePreview(card) {
+  const wasThis = state.playing === card;
   stopPreview();
   if (wasThis) return;
-  button.textContent = "\u2026";
+  card.play.textContent = "\u2026";
   try {
-    const query = `start_s=${moment.start_s}&end_s=${moment.end_s}`;
-    const { url } = await mgsv.blobUrl(`/v1/tracks/${encodeURIComponent(moment.track_id)}/preview?${query}`);
+    const url = await trackAudio(card.moment.track_id);
     const audio = $("preview-audio");
-    if (audio.src) URL.revokeObjectURL(audio.src);
-    audio.src = url;
-    state.playing = { item, button };
-    item.classList.add("playing");
-    button.textContent = "\u25a0 Stop";
-    const video = $("query-video");
-    video.currentTime = 0;
-    await Promise.all([audio.play(), video.play().catch(() => null)]);
+    if (audio.src !== url) audio.src = url;
+    await whenReady(audio);
+    state.playing = card;
+    card.item.classList.add("playing");
+    card.play.textContent = "\u25a0 Stop";
+    await restartPreview();
+    const generation = ++state.generation; // one follower at a time, however fast previews are switched
+    requestAnimationFrame(() => followPlayback(generation));
   } catch (error) {
     stopPreview();
+    card.play.textContent = "\u25b6 Preview";
     showError(`Preview failed: ${error.message}`);
   }
 }
 
-async function renderMoment(moment, button) {
+function scheduleRestart() {
+  clearTimeout(state.restart);
+  state.restart = setTimeout(restartPreview, RESTART_DELAY_MS);
+}
+
+// Play the video (muted) from its start and the music from the selection's start, together.
+async function restartPreview() {
+  const card = state.playing;
+  if (!card) return;
+  const audio = $("preview-audio");
+  const video = $("query-video");
+  const { start } = card.timeline.selection();
+  audio.pause();
+  video.pause();
+  video.muted = true;
+  audio.currentTime = start;
+  video.currentTime = 0;
+  card.videoPlays = false;
+  card.timeline.setPlayhead(start);
+  const playing = video
+    .play()
+    .then(() => {
+      card.videoPlays = true;
+    })
+    .catch(() => null); // a video the browser cannot decode: the music still plays, the playhead still moves
+  await Promise.all([audio.play(), playing]);
+}
+
+// Each frame while previewing: move the playhead, stop the music at the selection's end (the video goes on
+// silently, as in the render), keep the video in step, and start again from the top when the video ends.
+function followPlayback(generation) {
+  const card = state.playing;
+  if (!card || generation !== state.generation) return;
+  const audio = $("preview-audio");
+  const video = $("query-video");
+  const { start, end } = card.timeline.selection();
+  if (!audio.paused && audio.currentTime >= end) audio.pause();
+  card.timeline.setPlayhead(Math.min(audio.currentTime, end));
+  const elapsed = audio.currentTime - start;
+  if (card.videoPlays && !audio.paused && !video.paused && Math.abs(video.currentTime - elapsed) > DRIFT_S) {
+    video.currentTime = elapsed;
+  }
+  const over = card.videoPlays ? video.ended : audio.paused && audio.currentTime >= end;
+  if (over) restartPreview();
+  requestAnimationFrame(() => followPlayback(generation));
+}
+
+async function renderMoment(card) {
+  const { moment, render } = card;
   stopPreview();
-  button.disabled = true;
-  button.textContent = "Rendering\u2026";
+  render.disabled = true;
+  render.textContent = "Rendering\u2026";
   showError("");
+  const { start, end } = card.timeline.selection();
   try {
-    const body = JSON.stringify({ upload_id: state.uploadId, track_id: moment.track_id, start_s: moment.start_s });
+    const body = JSON.stringify({ upload_id: state.uploadId, track_id: moment.track_id, start_s: start, end_s: end });
     const { url, response } = await mgsv.blobUrl("/v1/render", {
       method: "POST",
       body,
@@ -240,7 +383,8 @@ async function renderMoment(moment, button) {
     const video = $("rendered-video");
     if (video.src) URL.revokeObjectURL(video.src);
     video.src = url;
-    $("render-title").textContent = moment.title || moment.track_id;
+    $("render-title").textContent =
+      `${moment.title || moment.track_id} (${mgsv.seconds(start)} \u2013 ${mgsv.seconds(end)})`;
     const link = $("download-link");
     link.href = url;
     const match = /filename="?([^";]+)"?/.exec(response.headers.get("Content-Disposition") || "");
@@ -251,12 +395,14 @@ async function renderMoment(moment, button) {
   } catch (error) {
     showError(`Rendering failed: ${error.message}`);
   } finally {
-    button.disabled = false;
-    button.textContent = "Render";
+    render.disabled = false;
+    render.textContent = "Render";
   }
 }
 
-$("preview-audio").addEventListener("ended", stopPreview);
+$("snap-input").addEventListener("change", (event) => {
+  for (const card of state.cards) card.timeline.setSnap(event.target.checked);
+});
 $("video-input").addEventListener("change", (event) => chooseFile(event.target.files[0]));
 $("upload-form").addEventListener("submit", ground);
 const zone = $("drop-zone");
