@@ -36,6 +36,25 @@ class EngineChoice(str, Enum):
     ray = "ray"
 
 
+class ResamplerChoice(str, Enum):
+    sinc = "sinc"
+    soxr = "soxr"
+
+
+class FrameTimesChoice(str, Enum):
+    cv2 = "cv2"
+    shown = "shown"
+
+
+def parse_channel(text: str) -> int | str:
+    """--music-channel: a channel index (0 = the first, the official choice) or 'mean'."""
+    if text == "mean":
+        return "mean"
+    if text.isdigit():
+        return int(text)
+    raise typer.BadParameter(f"must be a channel index (0, 1, ...) or 'mean', got {text!r}", param_hint="--music-channel")
+
+
 @contextmanager
 def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
     """Rich progress bars on stderr, one per stage, fed by a (stage, done, total) callback."""
@@ -109,9 +128,28 @@ def extract_command(
         typer.Option("--address", help="With --engine ray: the cluster to join (auto: the running one); default: "
                      "start a local Ray."),
     ] = None,
+    music_channel: Annotated[
+        str, typer.Option("--music-channel", help="Audio channel AST hears: 0 (official), 1, ... or 'mean'.")
+    ] = "0",
+    resampler: Annotated[
+        ResamplerChoice, typer.Option("--resampler", help="Music resampler: sinc (torchaudio's, official) or soxr.")
+    ] = ResamplerChoice.sinc,
+    frame_times: Annotated[
+        FrameTimesChoice,
+        typer.Option("--frame-times", help="Frame of each second: cv2 (the official extractor's frame "
+                     "s*int(fps)) or shown (the frame on screen at s)."),
+    ] = FrameTimesChoice.cv2,
+    jpeg_quality: Annotated[
+        int | None,
+        typer.Option("--jpeg-quality", min=1, max=100, help="Pass frames through JPEG files of this quality, as "
+                     "the official frames were (default: no JPEG round trip)."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Encode videos (CLIP, 1 fps, at most 50 frames) and music (AST, 96 windows over 240 s) into a feature store.
+
+    Preprocessing follows the official MGSV-EC extraction by default; --music-channel, --resampler, --frame-times and
+    --jpeg-quality choose otherwise, and the store's feature spec records the choice (docs/encoders.md).
 
     Item ids are file stems by default, so a video named <video_id>.mp4 matches the annotations.
 
@@ -136,6 +174,10 @@ def extract_command(
         dtype=dtype.value,
         batch_size=batch_size,
         device=device,
+        channel=parse_channel(music_channel),
+        resampler=resampler.value,
+        frame_times=frame_times.value,
+        jpeg_quality=jpeg_quality,
     )
     with progress_bars(not json_output) as progress:
         report = extract_features(

@@ -1,13 +1,16 @@
 """Decode one media file into what an encoder takes, with the checks that make a file unusable for grounding.
 
 Music (`decode_track`): 16 kHz mono samples of the first 240 s (the paper's horizon, REF §1.4: the model never
-sees anything later), the whole track's duration and its tags. Refused with an `InputError` naming the file:
+sees anything later), the whole track's duration and its tags. By default the first channel, resampled with
+torchaudio's windowed sinc, as the official pipeline fed AST; `channel` / `resampler` choose otherwise (the music
+feature spec records the choice, and `encode_track` re-decodes a track decoded another way than its encoder needs). Refused with an `InputError` naming the file:
 anything `mgsv.media` cannot open or decode (missing, empty, not media, no audio stream, corrupt), digital silence
 (a silent track has no content to match a video with: every moment of it would be an equally meaningless answer),
 and a file whose audio stops far before the duration its header announces (a truncated download).
 
 Video (`decode_video`): the 1 fps frames MaDe reads, at most 50 from `window_start` (a longer video is cut with a
-warning; `truncated` says so).
+warning; `truncated` says so), decoded as `mgsv.media.decode.read_video_frames` documents (its options are the
+CLIP encoder's `decode_options`; `encode_video` re-decodes frames decoded another way).
 
 `prefetched` runs decoding one file ahead in a thread while the caller encodes the previous one: FFmpeg and
 libsndfile release the GIL, so decoding overlaps the encoder's matrix products.
@@ -25,7 +28,14 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import numpy as np
 
 from mgsv.errors import InputError, MgsvError
-from mgsv.features.spec import MUSIC_HORIZON_S
+from mgsv.features.spec import (
+    MUSIC_HORIZON_S,
+    OFFICIAL_CHANNEL,
+    OFFICIAL_FRAME_TIMES,
+    OFFICIAL_RESAMPLER,
+    decode_options,
+)
+from mgsv.media.decode import DEFAULT_MAX_SHORT_SIDE
 
 if TYPE_CHECKING:
     from mgsv.encoders.ast import AstMusicEncoder
@@ -47,6 +57,13 @@ class DecodedTrack:
     samples: np.ndarray  # float32 [n] at 16 kHz, mono, at most 240 s
     duration: float  # seconds of the whole track
     tags: dict[str, str] = field(default_factory=dict)
+    channel: int | str = OFFICIAL_CHANNEL  # how the samples were decoded (`read_audio`'s options)
+    resampler: str = OFFICIAL_RESAMPLER
+
+    @property
+    def decode_options(self) -> dict[str, int | str]:
+        """The `read_audio` options the samples were decoded with."""
+        return {"channel": self.channel, "resampler": self.resampler}
 
     @property
     def used_seconds(self) -> float:
@@ -59,7 +76,9 @@ class DecodedTrack:
         return self.duration > MUSIC_HORIZON_S
 
 
-def decode_track(path: str | os.PathLike[str]) -> DecodedTrack:
+def decode_track(
+    path: str | os.PathLike[str], channel: int | str = OFFICIAL_CHANNEL, resampler: str = OFFICIAL_RESAMPLER
+) -> DecodedTrack:
     """Decode the first 240 s of a music file (see the module docstring for what is refused)."""
     from mgsv.media.decode import SILENCE_DBFS, is_silent, read_audio
     from mgsv.media.probe import probe
@@ -68,7 +87,9 @@ def decode_track(path: str | os.PathLike[str]) -> DecodedTrack:
     info = probe(path)
     if not info.has_audio:
         raise InputError(path, "has no audio stream" if not info.has_video else "video has no audio track")
-    samples = read_audio(path, sample_rate=SAMPLE_RATE, max_seconds=MUSIC_HORIZON_S)
+    samples = read_audio(
+        path, sample_rate=SAMPLE_RATE, max_seconds=MUSIC_HORIZON_S, channel=channel, resampler=resampler  # type: ignore[arg-type]
+    )
     decoded = len(samples) / SAMPLE_RATE
     if decoded == 0:
         raise InputError(path, "no audio samples could be decoded")
@@ -90,24 +111,44 @@ def decode_track(path: str | os.PathLike[str]) -> DecodedTrack:
         # Decoders can emit a few hundred ms past the end the stream declares (Vorbis end trimming); the shorter
         # of the two is the length a renderer will honour (mgsv.media.render trusts the stream's duration).
         duration = min(decoded, header) if header else decoded
-    return DecodedTrack(path=path, samples=samples, duration=float(duration), tags=dict(info.tags))
+    return DecodedTrack(
+        path=path, samples=samples, duration=float(duration), tags=dict(info.tags), channel=channel,
+        resampler=resampler,
+    )
 
 
 def encode_track(track: DecodedTrack, encoder: AstMusicEncoder) -> tuple[np.ndarray, np.ndarray]:
-    """AST tokens [96, D] float32 and mask [96] bool of a decoded track."""
+    """AST tokens [96, D] float32 and mask [96] bool of a decoded track (decoded again if the encoder's spec
+    records another channel or resampler than the track was decoded with)."""
+    wanted = decode_options(encoder.spec)
+    if track.decode_options != wanted:
+        track = decode_track(track.path, **wanted)  # type: ignore[arg-type]
     tokens, mask = encoder.encode(track.samples, sample_rate=SAMPLE_RATE, source=str(track.path))
     return tokens, mask
 
 
-def decode_video(path: str | os.PathLike[str], window_start: float = 0.0) -> VideoFrames:
+def decode_video(
+    path: str | os.PathLike[str],
+    window_start: float = 0.0,
+    frame_times: str = OFFICIAL_FRAME_TIMES,
+    jpeg_quality: int | None = None,
+    max_short_side: int | None = DEFAULT_MAX_SHORT_SIDE,
+) -> VideoFrames:
     """1 fps frames of a video (at most 50, from `window_start`), read by `mgsv.media.decode.read_video_frames`."""
     from mgsv.media.decode import read_video_frames
 
-    return read_video_frames(path, window_start=window_start)
+    return read_video_frames(
+        path, window_start=window_start, frame_times=frame_times, jpeg_quality=jpeg_quality,  # type: ignore[arg-type]
+        max_short_side=max_short_side,
+    )
 
 
 def encode_video(frames: VideoFrames, encoder: ClipFrameEncoder) -> tuple[np.ndarray, np.ndarray]:
-    """CLIP tokens [N, D] float32 and an all-valid mask [N] of decoded frames."""
+    """CLIP tokens [N, D] float32 and an all-valid mask [N] of decoded frames (decoded again if the encoder's spec
+    records other frame times, JPEG round trip or frame size than the frames were decoded with)."""
+    wanted = decode_options(encoder.spec)
+    if frames.decode_options != wanted:
+        frames = decode_video(frames.path, frames.window_start, **wanted)  # type: ignore[arg-type]
     tokens = encoder.encode(frames.frames, source=str(frames.path))
     return tokens, np.ones(len(tokens), dtype=bool)
 

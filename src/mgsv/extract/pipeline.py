@@ -33,7 +33,14 @@ from mgsv.extract.discover import Discovered, find_media
 from mgsv.extract.hashing import HASH_ID_LENGTH, ContentIndex, content_hash
 from mgsv.extract.media import decode_track, decode_video, encode_track, encode_video, prefetched
 from mgsv.extract.problems import Problem, problem_for
-from mgsv.features.spec import MUSIC_HORIZON_S, FeatureSpec
+from mgsv.features.spec import (
+    MUSIC_HORIZON_S,
+    OFFICIAL_CHANNEL,
+    OFFICIAL_FRAME_TIMES,
+    OFFICIAL_RESAMPLER,
+    FeatureSpec,
+    decode_options,
+)
 from mgsv.features.store import FeatureStore, FeatureTable
 
 if TYPE_CHECKING:
@@ -113,6 +120,11 @@ class EncoderOptions:
     dtype: str = "auto"
     batch_size: int | None = None  # frames (CLIP) / windows (AST) per forward; None: each encoder's default
     device: str = "cpu"
+    # Preprocessing choices the specs record (defaults: the official extraction's; docs/encoders.md).
+    channel: int | str = OFFICIAL_CHANNEL
+    resampler: str = OFFICIAL_RESAMPLER
+    frame_times: str = OFFICIAL_FRAME_TIMES
+    jpeg_quality: int | None = None
 
     def load_clip(self) -> ClipFrameEncoder:
         """The CLIP frame encoder these options describe."""
@@ -120,7 +132,8 @@ class EncoderOptions:
 
         extra = {} if self.batch_size is None else {"batch_size": self.batch_size}
         return ClipFrameEncoder.from_pretrained(
-            self.clip, device=self.device, dtype=self.dtype, encoder_id=self.clip_encoder_id, **extra
+            self.clip, device=self.device, dtype=self.dtype, encoder_id=self.clip_encoder_id,
+            frame_times=self.frame_times, jpeg_quality=self.jpeg_quality, **extra,
         )
 
     def load_ast(self) -> AstMusicEncoder:
@@ -129,7 +142,8 @@ class EncoderOptions:
 
         extra = {} if self.batch_size is None else {"batch_size": self.batch_size}
         return AstMusicEncoder.from_pretrained(
-            self.ast, device=self.device, dtype=self.dtype, encoder_id=self.ast_encoder_id, **extra
+            self.ast, device=self.device, dtype=self.dtype, encoder_id=self.ast_encoder_id, channel=self.channel,
+            resampler=self.resampler, **extra,
         )
 
 
@@ -329,10 +343,12 @@ def _extract_modality(
     if progress:
         progress(modality, 0, total)
 
+    options = decode_options(store.spec(modality))  # decode as the store's spec records (= the encoder's)
+
     def decode(planned: Planned) -> Any:
         if modality == "video":
-            return decode_video(planned.path, window_start)
-        return decode_track(planned.path)
+            return decode_video(planned.path, window_start, **options)  # type: ignore[arg-type]
+        return decode_track(planned.path, **options)  # type: ignore[arg-type]
 
     # A large flush_every for the writer itself: shards are published by `commit` below, followed by the index.
     with store.writer(modality, flush_every=1 << 30) as writer:

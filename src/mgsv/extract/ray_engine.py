@@ -35,7 +35,7 @@ from mgsv.errors import MgsvError
 from mgsv.extract.discover import Discovered
 from mgsv.extract.hashing import ContentIndex, content_hash
 from mgsv.extract.problems import Problem, problem_for
-from mgsv.features.spec import MUSIC_HORIZON_S
+from mgsv.features.spec import MUSIC_HORIZON_S, decode_options
 from mgsv.features.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class _Decoder:
 
     modality: str
     window_start: float
+    options: dict[str, Any]  # decode options of the store's spec (`mgsv.features.spec.decode_options`)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from mgsv.extract.media import decode_track, decode_video
@@ -107,7 +108,7 @@ class _Decoder:
         out = {**row, "payload": b"", "error": "", "warning": ""}
         try:
             if self.modality == "video":
-                frames = decode_video(row["path"], self.window_start)
+                frames = decode_video(row["path"], self.window_start, **self.options)
                 out["payload"] = _to_bytes(frames.frames)
                 if frames.truncated:
                     out["warning"] = (
@@ -115,7 +116,7 @@ class _Decoder:
                         f"{frames.timestamps[-1] + 1:g} (50 frames at 1 fps; --window picks another start)"
                     )
             else:
-                track = decode_track(row["path"])
+                track = decode_track(row["path"], **self.options)
                 out["payload"] = _to_bytes(track.samples)
                 if track.beyond_horizon:
                     out["warning"] = (
@@ -290,7 +291,7 @@ def extract_modality_on_ray(
         parts = store.root / PARTS_DIR / modality
         dataset = (
             ray.data.from_items(rows)
-            .map(_Decoder(modality, window_start), num_cpus=1)
+            .map(_Decoder(modality, window_start, decode_options(store.spec(modality))), num_cpus=1)
             .map_batches(_Encoder, fn_constructor_kwargs={"modality": modality, "load": load, "parts": str(parts),
                                                           "threads": threads},
                          batch_size=batch_size, batch_format="numpy",
