@@ -6,6 +6,7 @@ from mgsv.cli import (
     data_split,  # noqa: F401
     data_synthetic,  # noqa: F401
     demo,  # noqa: F401
+    encoders,  # noqa: F401
     extract,  # noqa: F401
     ground,  # noqa: F401
     library,  # noqa: F401

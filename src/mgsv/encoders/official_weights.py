@@ -47,6 +47,54 @@ CLIP_LAYER_NORM_EPS = 1e-5
 DEIT_LAYER_NORM_EPS = 1e-6
 
 
+def fetch_weights(url: str, folder: Path, sha256: str | None = None) -> Path:
+    """Download `url` into `folder` once (a file already there is reused if its SHA-256 is `sha256`, when given).
+
+    The download goes to a temporary name and is renamed into place only when complete and (with `sha256`)
+    verified, so an interrupted or corrupt download never passes for the weights.
+    """
+    import hashlib
+    import tempfile
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        raise InputError(url, "not an http(s) address")
+    name = Path(parsed.path).name
+    if not name:
+        raise InputError(url, "the address does not end in a file name")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    if target.is_file() and (sha256 is None or file_sha256(target) == sha256):
+        return target
+    digest = hashlib.sha256()
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise InputError(url, f"downloaded file has SHA-256 {digest.hexdigest()}, expected {sha256}")
+        os.replace(tmp, target)
+    except (urllib.error.URLError, OSError) as exc:
+        raise InputError(url, f"cannot download ({getattr(exc, 'reason', None) or exc}); pass a local copy") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
+    import hashlib
+
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The tensors of an official weight file: a TorchScript archive's `state_dict()`, or a saved state dict."""
     import torch
