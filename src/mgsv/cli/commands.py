@@ -10,6 +10,7 @@ from mgsv.cli import (
     extract,  # noqa: F401
     ground,  # noqa: F401
     library,  # noqa: F401
+    library_reindex,  # noqa: F401
     models,  # noqa: F401
     render,  # noqa: F401
     score,  # noqa: F401

@@ -56,6 +56,7 @@ from mgsv.features.spec import MUSIC_HORIZON_S, FeatureSpec
 from mgsv.features.store import FeatureStore, FeatureTable, StoreWriter, UnknownIdsError
 from mgsv.search.candidates import CandidateIndex, SearchOptions, open_candidates
 from mgsv.search.catalog import Catalog
+from mgsv.search.reindex import reindex_remedy
 from mgsv.search.track_index import TrackIndex, read_manifest, update_track_index
 
 if TYPE_CHECKING:
@@ -304,7 +305,7 @@ class MusicLibrary:
     @property
     def spec(self) -> FeatureSpec:
         """The music feature spec of the library's tokens."""
-        return self.store.spec("music")
+        return self.store.spec("music").with_remedy(reindex_remedy(self.root))
 
     @property
     def revision(self) -> int:
