@@ -262,19 +262,17 @@ def decode_options(spec: FeatureSpec) -> dict[str, Any]:
 
 def mismatch_advice(expected: FeatureSpec, got: FeatureSpec) -> list[str]:
     """Lines explaining a spec mismatch: which recorded choice differs, and how to re-make the features."""
-    lines: list[str] = []
     old = [s for s in (expected, got) if s.version < SPEC_VERSION]
-    if old:
-        lines += _legacy_lines(old[0])
-    else:
-        for key in CHOICE_KEYS.get(expected.modality, ()):
-            ours, theirs = expected.params.get(key, _ABSENT), got.params.get(key, _ABSENT)
-            if ours != theirs and _ABSENT not in (ours, theirs):
-                lines.append(f"The features were made with {key}={theirs!r} where {key}={ours!r} is expected: "
-                             f"re-make them with {key}={ours!r}.")
+    if old:  # the side of the old spec is the one to re-make
+        return [*_legacy_lines(old[0]), old[0].remedy or _GENERIC_REMEDY]
+    lines = []
+    for key in CHOICE_KEYS.get(expected.modality, ()):
+        ours, theirs = expected.params.get(key, _ABSENT), got.params.get(key, _ABSENT)
+        if ours != theirs and _ABSENT not in (ours, theirs):
+            lines.append(f"The features were made with {key}={theirs!r} where {key}={ours!r} is expected: "
+                         f"re-make them with {key}={ours!r} (docs/encoders.md lists the choices).")
     if lines:
-        remedies = [s.remedy for s in (expected, got) if s.remedy]
-        lines += remedies or [_GENERIC_REMEDY]
+        lines += [s.remedy for s in (expected, got) if s.remedy] or [_GENERIC_REMEDY]
     return lines
 
 
@@ -294,5 +292,6 @@ def _legacy_lines(spec: FeatureSpec) -> list[str]:
 _GENERIC_REMEDY = (
     "To re-make them: a music library: `mgsv library reindex --library LIBRARY`; a feature store made by "
     "`mgsv extract`: extract the media again into a new store; features imported with `mgsv data import`: import "
-    "them again into a new store (`--out NEW`); a checkpoint: train it again on features of the spec it needs."
+    "them again into a new store; a checkpoint converted from the official release: `mgsv convert ... --force`; "
+    "a checkpoint mgsv trained: train it again on features of the spec it needs."
 )
