@@ -60,6 +60,13 @@ def test_ntsc_frame_rate_uses_real_timestamps(tmp_path: Path) -> None:
     np.testing.assert_array_equal(official.timestamps, np.arange(7))  # the second each frame stands for
 
 
+def test_official_frame_times_in_a_later_window(tmp_path: Path) -> None:
+    # cv2's frame of second s is s * 29 at 29.97 fps, also from a window start (the seek must land before it).
+    path = write_test_video(tmp_path / "ntsc.mp4", seconds=14, fps=30000 / 1001, size=(64, 48), audio=False)
+    later = read_video_frames(path, window_start=10)
+    assert indices(later) == [s * 29 for s in range(10, 15)] and later.timestamps.tolist() == [10, 11, 12, 13, 14]
+
+
 def test_frames_of_a_slow_video_repeat(tmp_path: Path) -> None:
     video = read_video_frames(write_test_video(tmp_path / "slow.mp4", seconds=6, fps=0.5, audio=False))
     assert indices(video) == [0, 0, 1, 1, 2, 2]

@@ -134,7 +134,7 @@ def read_video_frames(
         step = Fraction(math.floor(rate), 1) / rate if frame_times == "cv2" and rate and rate >= 1 else Fraction(1)
         sampler = _SecondSampler(as_fraction(window_start), max_frames, frame_length, converter, step)
         try:
-            for frame, time in _decode_video(path, container, stream, as_fraction(window_start)):
+            for frame, time in _decode_video(path, container, stream, sampler.targets[0]):
                 if sampler.add(frame, time):
                     break
             else:
