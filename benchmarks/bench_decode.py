@@ -2,8 +2,8 @@
 
 1. 1 fps frames from a long high-frame-rate video: `read_video_frames` (converts only the 50 picked frames, decoder
    threads on) against the naive way (convert every decoded frame to RGB, then pick), and with one decoder thread.
-2. Music: a 240 s excerpt of a real track to 16 kHz mono (PyAV + soxr), and the libsndfile fallback on a file
-   FFmpeg refuses.
+2. Music: a 240 s excerpt of a real track to 16 kHz mono (PyAV + soxr; and channel 0 + torchaudio's sinc filter,
+   as features are decoded), and the libsndfile fallback on a file FFmpeg refuses.
 3. Rendering a 50 s video with a music moment (stream copy, and H.264 re-encoding of a VP9 input).
 
     .venv/bin/python benchmarks/bench_decode.py                     # 1920x1080, 60 fps, 50 s test video
@@ -85,6 +85,8 @@ def main() -> None:
         if MUSIC.is_file():
             seconds = timed(lambda: read_audio(MUSIC, max_seconds=240), args.repeats)
             print(f"read_audio, 240 s of Ogg Vorbis 44.1 kHz stereo -> 16 kHz mono: {seconds:.2f} s")
+            seconds = timed(lambda: read_audio(MUSIC, max_seconds=240, channel=0, resampler="sinc"), args.repeats)
+            print(f"  the same, channel 0 + sinc (the features' decoding):          {seconds:.2f} s")
             seconds = timed(lambda: read_audio(MUSIC), args.repeats)
             print(f"read_audio, whole 557 s track:                                 {seconds:.2f} s")
         if REFUSED_BY_FFMPEG.is_file():

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from mgsv.extract.hashing import content_hash
+from mgsv.files.hashing import content_hash
 from mgsv.media.probe import probe
 from mgsv.media.waveform import track_peaks
 from mgsv.search.beats import BEAT_SAMPLE_RATE, analyse_beats, require_librosa

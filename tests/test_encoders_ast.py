@@ -333,3 +333,15 @@ def test_uncached_hub_id_explains_what_to_do() -> None:
     message = str(info.value)
     assert message.startswith("mgsv-tests/no-such-ast-model: model not found in the local Hugging Face cache")
     assert "run once with network access" in message and "pass a local directory" in message
+
+
+def test_decoding_choices_are_options_the_spec_records(tiny_ast_dir: Path) -> None:
+    other = AstMusicEncoder.from_pretrained(tiny_ast_dir, dtype="float32", channel="mean", resampler="soxr")
+    assert other.spec.params == music_spec(channel="mean", resampler="soxr").params
+    assert other.decode_options == {"channel": "mean", "resampler": "soxr"}
+    default = AstMusicEncoder.from_pretrained(tiny_ast_dir, dtype="float32")
+    assert default.decode_options == {"channel": 0, "resampler": "sinc"}
+    with pytest.raises(InputError, match="channel: channel must be 0"):
+        AstMusicEncoder.from_pretrained(tiny_ast_dir, channel="left")
+    with pytest.raises(InputError, match="resampler: resampler must be one of"):
+        AstMusicEncoder.from_pretrained(tiny_ast_dir, resampler="linear")

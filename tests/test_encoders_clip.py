@@ -325,3 +325,15 @@ def test_bad_frames_name_the_source(encoder: ClipFrameEncoder, frames, message) 
     with pytest.raises(InputError) as info:
         encoder.encode(frames, source="clip.mp4")
     assert str(info.value).startswith("clip.mp4: ") and message in str(info.value)
+
+
+def test_frame_choices_are_options_the_spec_records(tiny_clip_dir: Path) -> None:
+    from mgsv.features.spec import video_spec
+
+    other = ClipFrameEncoder.from_pretrained(tiny_clip_dir, dtype="float32", frame_times="shown", jpeg_quality=95)
+    assert other.spec.params == video_spec(frame_times="shown", jpeg_quality=95).params
+    assert other.decode_options == {"frame_times": "shown", "jpeg_quality": 95, "max_short_side": 224}
+    with pytest.raises(InputError, match="frame_times: frame_times must be one of"):
+        ClipFrameEncoder.from_pretrained(tiny_clip_dir, frame_times="nearest")
+    with pytest.raises(InputError, match="jpeg_quality: jpeg_quality must be None"):
+        ClipFrameEncoder.from_pretrained(tiny_clip_dir, jpeg_quality=101)

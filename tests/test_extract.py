@@ -168,7 +168,7 @@ def test_long_videos_use_a_window(setup: TinySetup, tmp_path: Path) -> None:
     write_test_video(folder / "long.mp4", seconds=56, fps=2, size=(64, 48))
     report = extract_features(tmp_path / "a", [folder], encoders=options(setup))
     (warning,) = report.modalities["video"].warnings
-    assert "56.0 s long: features cover seconds 0-50" in warning.reason and "--window" in warning.reason
+    assert "56.0 s long: features cover seconds 0-50" in warning.reason and "`window_start`" in warning.reason
     assert FeatureStore(tmp_path / "a").modality("video").lengths(["long"])[0] == 50
 
     report = extract_features(tmp_path / "b", [folder], encoders=options(setup), window_start=10)
@@ -295,3 +295,43 @@ def test_no_inputs_and_discovery(tmp_path: Path, capsys: pytest.CaptureFixture[s
     found = find_media([empty, empty / "notes.txt"], "video")
     assert found.files == [empty / "a" / "B.MP4", empty / "notes.txt"]
     assert find_media([empty], "music").files == [empty / "a" / "song.flac"]
+
+
+def test_preprocessing_choices_are_recorded_and_applied(
+    setup: TinySetup, debian_music: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mgsv.encoders.ast import AstMusicEncoder
+    from mgsv.encoders.clip import ClipFrameEncoder
+    from mgsv.encoders.inputs import decode_video, encode_track, encode_video
+    from mgsv.features.spec import music_spec, video_spec
+    from mgsv.media.tracks import decode_track
+
+    song = debian_music["wesnoth"] / "victory.ogg"
+    (tmp_path / "v").mkdir()
+    ntsc = write_test_video(tmp_path / "v" / "113722188349.mp4", seconds=3.5, fps=30000 / 1001, pattern="noise")
+    store_dir = tmp_path / "features"
+    code, out, _ = run_cli(["extract", "--videos", str(ntsc), "--music", str(song), "--store", str(store_dir),
+                            "--clip", str(setup.clip_dir), "--ast", str(setup.ast_dir), "--dtype", "fp32",
+                            "--music-channel", "mean", "--resampler", "soxr", "--frame-times", "shown",
+                            "--jpeg-quality", "90", "--json"], capsys)
+    assert code == 0 and json.loads(out)["ok"]
+    store = FeatureStore(store_dir)
+    assert store.spec("music").params == music_spec(channel="mean", resampler="soxr").params
+    assert store.spec("video").params == video_spec(frame_times="shown", jpeg_quality=90).params
+    # The stored features are those of media decoded with these choices.
+    ast = AstMusicEncoder.from_pretrained(setup.ast_dir, dtype="float32", channel="mean", resampler="soxr")
+    tokens, _ = encode_track(decode_track(song, channel="mean", resampler="soxr"), ast)
+    np.testing.assert_allclose(store.modality("music").get("victory")[0].numpy(), tokens[:3], rtol=2e-3, atol=2e-3)
+    clip = ClipFrameEncoder.from_pretrained(setup.clip_dir, dtype="float32", frame_times="shown", jpeg_quality=90)
+    frames, _ = encode_video(decode_video(ntsc, frame_times="shown", jpeg_quality=90), clip)
+    np.testing.assert_allclose(store.modality("video").get("113722188349")[0].numpy(), frames, rtol=2e-3, atol=2e-3)
+    # A track or video decoded with other choices than its encoder's is decoded again, as the encoder needs.
+    official = decode_track(song)
+    assert official.decode_options == {"channel": 0, "resampler": "sinc"}
+    np.testing.assert_array_equal(encode_track(official, ast)[0], tokens)
+    np.testing.assert_array_equal(encode_video(decode_video(ntsc), clip)[0], frames)
+    # An existing store refuses an encoder of other choices, saying which.
+    code, _, err = run_cli(["extract", "--music", str(song), "--store", str(store_dir), "--ast", str(setup.ast_dir),
+                            "--dtype", "fp32"], capsys)
+    assert code == 1 and "made with channel=0 where channel='mean' is expected" in err
+    assert f"re-make the music features of {store_dir}" in err

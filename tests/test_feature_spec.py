@@ -7,7 +7,15 @@ import json
 import pytest
 
 from mgsv.errors import InputError, SpecMismatchError
-from mgsv.features.spec import DEFAULT_SPECS, MUSIC_SPEC, VIDEO_SPEC, FeatureSpec, music_spec
+from mgsv.features.spec import (
+    DEFAULT_SPECS,
+    MUSIC_SPEC,
+    VIDEO_SPEC,
+    FeatureSpec,
+    decode_options,
+    music_spec,
+    video_spec,
+)
 
 
 def test_default_specs_describe_the_papers_pipeline() -> None:
@@ -26,8 +34,11 @@ def test_default_specs_describe_the_papers_pipeline() -> None:
 
 def test_fingerprints_are_pinned() -> None:
     # A changed fingerprint makes every stored feature incompatible: change these only on purpose (and bump version).
-    assert VIDEO_SPEC.fingerprint() == "d9f7a2bb9b7f"
-    assert MUSIC_SPEC.fingerprint() == "4b957feb73ea"
+    # Version 2 (issue 15) records the audio channel, the resampler, frame times, frame decoding and JPEG; the
+    # version-1 specs were d9f7a2bb9b7f (video) and 4b957feb73ea (music).
+    assert VIDEO_SPEC.version == MUSIC_SPEC.version == 2
+    assert VIDEO_SPEC.fingerprint() == "7e5b56895fec"
+    assert MUSIC_SPEC.fingerprint() == "6df165caaf4b"
 
 
 def test_music_spec_strides() -> None:
@@ -103,3 +114,80 @@ def test_constructor_rejects_bad_values() -> None:
         FeatureSpec("video", "", 8, 4)
     with pytest.raises(ValueError, match="max_tokens"):
         FeatureSpec("video", "enc", 8, True)
+
+
+# ----------------------------------------------------------------------------- recorded preprocessing choices
+
+
+def test_the_official_choices_are_the_defaults_and_others_are_recorded() -> None:
+    assert (MUSIC_SPEC.params["channel"], MUSIC_SPEC.params["resampler"]) == (0, "sinc")
+    assert (VIDEO_SPEC.params["frame_times"], VIDEO_SPEC.params["jpeg_quality"]) == ("cv2", None)
+    variants = [music_spec(channel="mean"), music_spec(resampler="soxr"), music_spec(channel=1)]
+    assert len({MUSIC_SPEC.fingerprint(), *(v.fingerprint() for v in variants)}) == 4
+    assert video_spec(frame_times="shown") != VIDEO_SPEC and video_spec(jpeg_quality=95) != VIDEO_SPEC
+    assert decode_options(MUSIC_SPEC) == {"channel": 0, "resampler": "sinc"}
+    assert decode_options(video_spec(jpeg_quality=90)) == {"frame_times": "cv2", "jpeg_quality": 90,
+                                                           "max_short_side": 224}
+    assert decode_options(video_spec(image_size=336))["max_short_side"] == 336
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda: music_spec(channel=-1), "channel must be 0"),
+        (lambda: music_spec(channel=True), "channel must be 0"),
+        (lambda: music_spec(resampler="linear"), "resampler must be one of 'sinc', 'soxr'"),
+        (lambda: video_spec(frame_times="nearest"), "frame_times must be one of 'cv2', 'shown'"),
+        (lambda: video_spec(jpeg_quality=0), "jpeg_quality must be None"),
+    ],
+)
+def test_bad_choices_are_refused(make, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        make()
+
+
+def test_a_different_choice_is_named_with_how_to_re_make_the_features() -> None:
+    with pytest.raises(SpecMismatchError) as info:
+        MUSIC_SPEC.check_compatible(music_spec(channel="mean", resampler="soxr"), what="checkpoint c vs store s")
+    message = str(info.value)
+    assert "params.channel: 0 != 'mean'" in message and "params.resampler: 'sinc' != 'soxr'" in message
+    assert "made with channel='mean' where channel=0 is expected" in message
+    assert "made with resampler='soxr' where resampler='sinc' is expected" in message
+    assert "mgsv library reindex" in message and "mgsv data import" in message  # the generic ways out
+    # A side that knows how its features are re-made says so instead.
+    stored = music_spec(channel="mean").with_remedy("To re-make them: run X.")
+    with pytest.raises(SpecMismatchError, match=r"(?s)expected.*run X\.$"):
+        MUSIC_SPEC.check_compatible(stored)
+
+
+def old_spec(spec: FeatureSpec, drop: tuple[str, ...]) -> FeatureSpec:
+    """The same spec as mgsv recorded it before version 2."""
+    return FeatureSpec.from_dict({**spec.to_dict(), "version": 1,
+                                  "params": {k: v for k, v in spec.params.items() if k not in drop}})
+
+
+def test_specs_of_version_1_are_refused_with_the_way_out() -> None:
+    old_music = old_spec(MUSIC_SPEC, ("channel", "resampler"))
+    assert old_music.fingerprint() == "4b957feb73ea"  # exactly what version-1 stores and checkpoints hold
+    old_video = old_spec(VIDEO_SPEC, ("frame_times", "frame_decode", "jpeg_quality"))
+    assert old_video.fingerprint() == "d9f7a2bb9b7f"
+    with pytest.raises(SpecMismatchError) as info:
+        MUSIC_SPEC.check_compatible(old_music.with_remedy("Re-index LIB."), what="checkpoint vs library LIB")
+    message = str(info.value)
+    assert "version: 2 != 1" in message and "params.channel: 0 != (absent)" in message
+    assert "mean of all channels" in message and message.endswith("Re-index LIB.")
+    # The other way round (an old checkpoint, a new store), the old side is named: the checkpoint.
+    new_store = MUSIC_SPEC.with_remedy("Re-extract the store.")
+    with pytest.raises(SpecMismatchError) as info:
+        old_music.check_compatible(new_store, what="store vs old checkpoint")
+    assert "mgsv convert" in str(info.value) and "Re-extract the store." not in str(info.value)
+    with pytest.raises(SpecMismatchError, match="pre-scaled to 720 px"):
+        VIDEO_SPEC.check_compatible(old_video)
+    with pytest.raises(SpecMismatchError, match="does not record how the music was decoded"):
+        decode_options(old_music)
+
+
+def test_the_remedy_is_neither_stored_nor_compared() -> None:
+    hinted = MUSIC_SPEC.with_remedy("somewhere")
+    assert hinted == MUSIC_SPEC and hinted.fingerprint() == MUSIC_SPEC.fingerprint()
+    assert "remedy" not in hinted.to_dict() and FeatureSpec.from_dict(hinted.to_dict()).remedy == ""

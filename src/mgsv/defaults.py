@@ -21,3 +21,9 @@ MAX_VIDEO_FRAMES = 50
 # Beyond 8192 x 8192 pixels (8K UHD is 7680 x 4320) a video header is more likely hostile or broken than real, and
 # decoding one frame of it would take hundreds of MB.
 MAX_VIDEO_PIXELS = 8192 * 8192
+
+# The official extraction's preprocessing choices (docs/official-code.md, "Music features" and "Video features"):
+# the first audio channel, torchaudio's windowed-sinc resampler, and cv2's frame s * int(fps) for second s.
+OFFICIAL_CHANNEL = 0
+OFFICIAL_RESAMPLER = "sinc"
+OFFICIAL_FRAME_TIMES = "cv2"

@@ -8,6 +8,7 @@ from enum import Enum
 from functools import cache
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -35,6 +36,25 @@ class IndexChoice(str, Enum):
 class MemoryChoice(str, Enum):
     disk = "disk"
     ram = "ram"
+
+
+class ResamplerChoice(str, Enum):
+    sinc = "sinc"
+    soxr = "soxr"
+
+
+class FrameTimesChoice(str, Enum):
+    cv2 = "cv2"
+    shown = "shown"
+
+
+def parse_channel(text: str) -> int | str:
+    """--music-channel: a channel index (0 = the first, the official choice) or 'mean'."""
+    if text == "mean":
+        return "mean"
+    if text.isdigit():
+        return int(text)
+    raise typer.BadParameter(f"must be a channel index (0, 1, ...) or 'mean', got {text!r}", param_hint="--music-channel")
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mgsv.cli import app
-from mgsv.cli.common import DtypeChoice, print_problems, progress_bars
+from mgsv.cli.common import DtypeChoice, FrameTimesChoice, ResamplerChoice, parse_channel, print_problems, progress_bars
 from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID
 
 
@@ -66,9 +66,28 @@ def extract_command(
         typer.Option("--address", help="With --engine ray: the cluster to join (auto: the running one); default: "
                      "start a local Ray."),
     ] = None,
+    music_channel: Annotated[
+        str, typer.Option("--music-channel", help="Audio channel AST hears: 0 (official), 1, ... or 'mean'.")
+    ] = "0",
+    resampler: Annotated[
+        ResamplerChoice, typer.Option("--resampler", help="Music resampler: sinc (torchaudio's, official) or soxr.")
+    ] = ResamplerChoice.sinc,
+    frame_times: Annotated[
+        FrameTimesChoice,
+        typer.Option("--frame-times", help="Frame of each second: cv2 (the official extractor's frame "
+                     "s*int(fps)) or shown (the frame on screen at s)."),
+    ] = FrameTimesChoice.cv2,
+    jpeg_quality: Annotated[
+        int | None,
+        typer.Option("--jpeg-quality", min=1, max=100, help="Pass frames through JPEG files of this quality, as "
+                     "the official frames were (default: no JPEG round trip)."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Encode videos (CLIP, 1 fps, at most 50 frames) and music (AST, 96 windows over 240 s) into a feature store.
+
+    Preprocessing follows the official MGSV-EC extraction by default; --music-channel, --resampler, --frame-times and
+    --jpeg-quality choose otherwise, and the store's feature spec records the choice (docs/encoders.md).
 
     Item ids are file stems by default, so a video named <video_id>.mp4 matches the annotations.
 
@@ -93,6 +112,10 @@ def extract_command(
         dtype=dtype.value,
         batch_size=batch_size,
         device=device,
+        channel=parse_channel(music_channel),
+        resampler=resampler.value,
+        frame_times=frame_times.value,
+        jpeg_quality=jpeg_quality,
     )
     with progress_bars(not json_output) as progress:
         report = extract_features(

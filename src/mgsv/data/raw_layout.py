@@ -210,7 +210,7 @@ def build_raw_layout(
 def media_files(roots: list[Path], suffixes: frozenset[str]) -> list[Path]:
     """Every file under `roots` with one of `suffixes` (hidden names skipped), sorted.
 
-    Not `mgsv.extract.discover.find_media`: that one folds paths that resolve to the same file into one, and in a
+    Not `mgsv.files.discover.find_media`: that one folds paths that resolve to the same file into one, and in a
     Hugging Face cache two files of identical content are links to one blob, yet here each name is an id.
     """
     found = []

@@ -2,6 +2,9 @@
 
 This reproduces the official raw-audio pipeline (docs/official-code.md, "Music features"):
 
+0. (decoding, `mgsv.media.tracks.decode_track` with the encoder's `decode_options`) the first channel, resampled
+   to 16 kHz with torchaudio's windowed sinc (`mgsv.media.resample`); `channel="mean"` and `resampler="soxr"` are
+   recorded alternatives;
 1. the 16 kHz waveform is zero-padded or truncated to 240 s; its real length is the track duration;
 2. window i has centre c = i * stride and spans [max(0, c - 5), min(240, c + 5)] s (the first and last are shorter);
 3. each window's Kaldi fbank (128 mel bins, 25 ms Hann frames every 10 ms, pre-emphasis 0.97, DC removal, power
@@ -30,7 +33,13 @@ import numpy as np
 
 from mgsv.defaults import DEFAULT_AST_ID, MUSIC_HORIZON_S
 from mgsv.errors import InputError
-from mgsv.features.spec import FeatureSpec, music_spec
+from mgsv.features.spec import (
+    OFFICIAL_CHANNEL,
+    OFFICIAL_RESAMPLER,
+    FeatureSpec,
+    decode_options,
+    music_spec,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -181,12 +190,16 @@ class AstMusicEncoder:
         batch_size: int,
         stride_s: float,
         compile: bool = False,
+        channel: int | str = OFFICIAL_CHANNEL,
+        resampler: str = OFFICIAL_RESAMPLER,
     ) -> None:
         from mgsv.encoders.loading import compile_for_inference
 
         if batch_size < 1:
             raise InputError("batch_size", f"must be at least 1, got {batch_size}")
-        self.spec_template = _music_spec_or_error(stride_s)
+        self.spec_template = _music_spec_or_error(stride_s, channel, resampler)
+        self.channel = channel
+        self.resampler = resampler
         self.model = model
         self.compiled = bool(compile)
         self._forward = compile_for_inference(model) if compile else model
@@ -214,27 +227,38 @@ class AstMusicEncoder:
         stride_s: float = 2.5,
         encoder_id: str | None = None,
         compile: bool = False,
+        channel: int | str = OFFICIAL_CHANNEL,
+        resampler: str = OFFICIAL_RESAMPLER,
     ) -> AstMusicEncoder:
         """Load from a hub id or a save_pretrained folder (ASTModel or ASTForAudioClassification); see loading.py.
 
         `compile=True` runs the model through `torch.compile` (faster bulk extraction after a one-off compile of
-        tens of seconds; batches are padded to `batch_size`).
+        tens of seconds; batches are padded to `batch_size`). `channel` (0 or "mean") and `resampler` ("sinc" or
+        "soxr") say how music must be decoded for this encoder; the spec records them (official: 0, "sinc").
         """
         from transformers import ASTModel
 
         from mgsv.encoders.loading import load_frozen, resolve_device, resolve_dtype, resolve_source
 
-        _music_spec_or_error(stride_s)
+        _music_spec_or_error(stride_s, channel, resampler)
         source = resolve_source(name_or_path, encoder_id)
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         model = load_frozen(ASTModel, source, _AST_MODEL_TYPES, torch_device, torch_dtype, KNOWN_AST_CONFIGS)
-        return cls(model, source.encoder_id, torch_device, batch_size, stride_s, compile=compile)
+        return cls(
+            model, source.encoder_id, torch_device, batch_size, stride_s, compile=compile, channel=channel,
+            resampler=resampler,
+        )
 
     @property
     def spec(self) -> FeatureSpec:
         """The music feature spec of these tokens; equals `MUSIC_SPEC` for the official AST at stride 2.5 s."""
         return dataclasses.replace(self.spec_template, encoder=self.encoder_id, dim=self.dim)
+
+    @property
+    def decode_options(self) -> dict[str, int | str]:
+        """How music must be decoded for these tokens: `read_audio`'s `channel` and `resampler`."""
+        return decode_options(self.spec)
 
     def encode(
         self, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE, offset_s: float = 0.0, source: str = "waveform"
@@ -269,11 +293,17 @@ class AstMusicEncoder:
         return MusicTokens(tokens=tokens, mask=layout.mask.copy())
 
 
-def _music_spec_or_error(stride_s: float) -> FeatureSpec:
+def _music_spec_or_error(
+    stride_s: float, channel: int | str = OFFICIAL_CHANNEL, resampler: str = OFFICIAL_RESAMPLER
+) -> FeatureSpec:
     try:
         spec = music_spec(stride_s)
     except ValueError as exc:
         raise InputError("stride_s", str(exc)) from exc
+    try:
+        spec = music_spec(stride_s, channel, resampler)
+    except ValueError as exc:
+        raise InputError("channel" if "channel" in str(exc) else "resampler", str(exc)) from exc
     # Windows must start on whole samples for the official int() arithmetic to be exact.
     if not math.isclose(stride_s * 2, round(stride_s * 2)):
         raise InputError("stride_s", f"must be a multiple of 0.5 s (official strides: 2.5, 5, 7.5, 10), got {stride_s}")

@@ -8,7 +8,10 @@ Preprocessing follows the original CLIP transform exactly: bicubic resize of the
 crop 224 (torchvision's rounding of the offset), /255, normalise with CLIP's mean/std. It is written here with PIL
 rather than taken from `CLIPImageProcessorPil` because that processor puts the crop offset at floor((h-224)/2)
 where torchvision (used by CLIP) rounds half to even, shifting some crops by one pixel; torchvision itself cannot
-be installed beside our torch.
+be installed beside our torch. Frames come from `mgsv.media.decode.read_video_frames` with the encoder's
+`decode_options`: which frame stands for each second (`frame_times`), an optional JPEG round trip of the full
+frame (`jpeg_quality`, as the official frames were .jpg files), and the bicubic reduction to the short side this
+model takes, done by the decoder from the full frame (so the resize here leaves decoded frames as they are).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import numpy as np
 
 from mgsv.defaults import DEFAULT_CLIP_ID
 from mgsv.errors import InputError
-from mgsv.features.spec import CLIP_MEAN, CLIP_STD, VIDEO_SPEC, FeatureSpec
+from mgsv.features.spec import CLIP_MEAN, CLIP_STD, OFFICIAL_FRAME_TIMES, FeatureSpec, decode_options, video_spec
+from mgsv.media.decode import reduced_size
 
 if TYPE_CHECKING:
     import torch
@@ -54,9 +58,7 @@ def crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
     """(width, height) after torchvision's `Resize(size)`: the short side becomes `size`, the long side truncated."""
-    if width <= height:
-        return size, int(size * height / width)
-    return int(size * width / height), size
+    return reduced_size(width, height, size)
 
 
 def preprocess_frames(frames: np.ndarray, size: int = 224) -> np.ndarray:
@@ -96,13 +98,23 @@ class ClipFrameEncoder:
     """A frozen CLIP vision tower with its projection: uint8 frames -> float32 [N, projection_dim] embeddings."""
 
     def __init__(
-        self, model: torch.nn.Module, encoder_id: str, device: torch.device, batch_size: int, compile: bool = False
+        self,
+        model: torch.nn.Module,
+        encoder_id: str,
+        device: torch.device,
+        batch_size: int,
+        compile: bool = False,
+        frame_times: str = OFFICIAL_FRAME_TIMES,
+        jpeg_quality: int | None = None,
     ) -> None:
 
         from mgsv.encoders.loading import compile_for_inference
 
         if batch_size < 1:
             raise InputError("batch_size", f"must be at least 1, got {batch_size}")
+        _video_spec_or_error(frame_times, jpeg_quality)
+        self.frame_times = frame_times
+        self.jpeg_quality = jpeg_quality
         self.model = model
         self.compiled = bool(compile)
         self._forward = compile_for_inference(model) if compile else model
@@ -122,12 +134,17 @@ class ClipFrameEncoder:
         batch_size: int = 32,
         encoder_id: str | None = None,
         compile: bool = False,
+        frame_times: str = OFFICIAL_FRAME_TIMES,
+        jpeg_quality: int | None = None,
     ) -> ClipFrameEncoder:
         """Load from a hub id or a save_pretrained folder (full CLIP or vision-only); see `mgsv.encoders.loading`.
 
         `compile=True` runs the model through `torch.compile` (faster bulk extraction after a one-off compile of
-        tens of seconds; batches are padded to `batch_size`).
+        tens of seconds; batches are padded to `batch_size`). `frame_times` ("cv2", official, or "shown") and
+        `jpeg_quality` (None, or the quality of a JPEG round trip) say how frames must be decoded for this
+        encoder; the spec records them.
         """
+        _video_spec_or_error(frame_times, jpeg_quality)
         from transformers import CLIPVisionModelWithProjection
 
         from mgsv.encoders.loading import load_frozen, resolve_device, resolve_dtype, resolve_source
@@ -138,16 +155,21 @@ class ClipFrameEncoder:
         model = load_frozen(
             CLIPVisionModelWithProjection, source, _CLIP_MODEL_TYPES, torch_device, torch_dtype, KNOWN_CLIP_CONFIGS
         )
-        return cls(model, source.encoder_id, torch_device, batch_size, compile=compile)
+        return cls(
+            model, source.encoder_id, torch_device, batch_size, compile=compile, frame_times=frame_times,
+            jpeg_quality=jpeg_quality,
+        )
 
     @property
     def spec(self) -> FeatureSpec:
         """The video feature spec of these embeddings; equals `VIDEO_SPEC` for the official CLIP ViT-B/32."""
-        params = dict(VIDEO_SPEC.params)
-        if self.image_size != 224:
-            params["resize"] = f"{self.image_size} bicubic short side"
-            params["crop"] = f"{self.image_size} centre"
-        return dataclasses.replace(VIDEO_SPEC, encoder=self.encoder_id, dim=self.dim, params=params)
+        template = video_spec(self.frame_times, self.jpeg_quality, self.image_size)
+        return dataclasses.replace(template, encoder=self.encoder_id, dim=self.dim)
+
+    @property
+    def decode_options(self) -> dict[str, object]:
+        """How frames must be decoded for these embeddings: `read_video_frames`' keyword arguments."""
+        return decode_options(self.spec)
 
     def encode(self, frames: np.ndarray, source: str = "frames") -> np.ndarray:
         """Embed uint8 RGB frames [N, H, W, 3] -> float32 [N, dim] (CLIP `encode_image`, not L2-normalised)."""
@@ -167,3 +189,10 @@ class ClipFrameEncoder:
                 embeds = self._forward(pixel_values=pixels).image_embeds[: len(batch)]
                 out[start : start + len(batch)] = embeds.float().cpu().numpy()
         return out
+
+
+def _video_spec_or_error(frame_times: str, jpeg_quality: int | None) -> FeatureSpec:
+    try:
+        return video_spec(frame_times, jpeg_quality)
+    except ValueError as exc:
+        raise InputError("frame_times" if "frame_times" in str(exc) else "jpeg_quality", str(exc)) from exc

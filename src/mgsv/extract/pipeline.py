@@ -28,18 +28,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID, MUSIC_HORIZON_S
+from mgsv.defaults import (
+    DEFAULT_AST_ID,
+    DEFAULT_CLIP_ID,
+    MUSIC_HORIZON_S,
+    OFFICIAL_CHANNEL,
+    OFFICIAL_FRAME_TIMES,
+    OFFICIAL_RESAMPLER,
+)
+from mgsv.encoders.inputs import decode_video, encode_track, encode_video
 from mgsv.errors import InputError, MgsvError, OptionError, SpecMismatchError
 from mgsv.extract.hashing import ContentIndex
 from mgsv.extract.plan import IdScheme, ModalityReport, Planned, Progress, hash_files, plan_items, store_copies
-from mgsv.features.spec import FeatureSpec
+from mgsv.features.spec import FeatureSpec, decode_options
 from mgsv.features.store import FeatureStore
 from mgsv.files.discover import Discovered, find_media
 from mgsv.files.prefetch import prefetched
 from mgsv.files.problems import Problem, problem_for
-from mgsv.media.tracks import SAMPLE_RATE, decode_track
+from mgsv.media.tracks import decode_track
 
 if TYPE_CHECKING:
     from mgsv.encoders.ast import AstMusicEncoder
@@ -92,6 +98,11 @@ class EncoderOptions:
     dtype: str = "auto"
     batch_size: int | None = None  # frames (CLIP) / windows (AST) per forward; None: each encoder's default
     device: str = "cpu"
+    # Preprocessing choices the specs record (defaults: the official extraction's; docs/encoders.md).
+    channel: int | str = OFFICIAL_CHANNEL
+    resampler: str = OFFICIAL_RESAMPLER
+    frame_times: str = OFFICIAL_FRAME_TIMES
+    jpeg_quality: int | None = None
 
     def load_clip(self) -> ClipFrameEncoder:
         """The CLIP frame encoder these options describe."""
@@ -99,7 +110,8 @@ class EncoderOptions:
 
         extra = {} if self.batch_size is None else {"batch_size": self.batch_size}
         return ClipFrameEncoder.from_pretrained(
-            self.clip, device=self.device, dtype=self.dtype, encoder_id=self.clip_encoder_id, **extra
+            self.clip, device=self.device, dtype=self.dtype, encoder_id=self.clip_encoder_id,
+            frame_times=self.frame_times, jpeg_quality=self.jpeg_quality, **extra,
         )
 
     def load_ast(self) -> AstMusicEncoder:
@@ -108,7 +120,8 @@ class EncoderOptions:
 
         extra = {} if self.batch_size is None else {"batch_size": self.batch_size}
         return AstMusicEncoder.from_pretrained(
-            self.ast, device=self.device, dtype=self.dtype, encoder_id=self.ast_encoder_id, **extra
+            self.ast, device=self.device, dtype=self.dtype, encoder_id=self.ast_encoder_id, channel=self.channel,
+            resampler=self.resampler, **extra,
         )
 
 
@@ -226,12 +239,12 @@ def _extract_modality(
     if progress:
         progress(modality, 0, total)
 
+    options = decode_options(store.spec(modality))  # decode as the store's spec records (= the encoder's)
+
     def decode(planned: Planned) -> Any:
         if modality == "video":
-            from mgsv.media.decode import read_video_frames
-
-            return read_video_frames(planned.path, window_start=window_start)
-        return decode_track(planned.path)
+            return decode_video(planned.path, window_start, **options)
+        return decode_track(planned.path, **options)
 
     # A large flush_every for the writer itself: shards are published by `commit` below, followed by the index.
     with store.writer(modality, flush_every=1 << 30) as writer:
@@ -251,12 +264,10 @@ def _extract_modality(
                 if fetched.error is not None:
                     raise fetched.error
                 if modality == "video":
-                    tokens = encoder.encode(fetched.result.frames, source=str(fetched.result.path))
-                    mask = np.ones(len(tokens), dtype=bool)
+                    tokens, mask = encode_video(fetched.result, encoder)
                     _warn_long_video(fetched.result, window_start, report)
                 else:
-                    tokens, mask = encoder.encode(fetched.result.samples, sample_rate=SAMPLE_RATE,
-                                                  source=str(fetched.result.path))
+                    tokens, mask = encode_track(fetched.result, encoder)
                     if fetched.result.beyond_horizon:
                         report.warnings.append(
                             Problem(

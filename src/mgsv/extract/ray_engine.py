@@ -35,6 +35,7 @@ from mgsv.defaults import MUSIC_HORIZON_S
 from mgsv.errors import MgsvError
 from mgsv.extract.hashing import ContentIndex
 from mgsv.extract.plan import ModalityReport, plan_items, store_copies
+from mgsv.features.spec import decode_options
 from mgsv.features.store import FeatureStore
 from mgsv.files.discover import Discovered
 from mgsv.files.hashing import content_hash
@@ -102,6 +103,7 @@ class _Decoder:
 
     modality: str
     window_start: float
+    options: dict[str, Any]  # decode options of the store's spec (`mgsv.features.spec.decode_options`)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from mgsv.media.decode import read_video_frames
@@ -110,7 +112,7 @@ class _Decoder:
         out = {**row, "payload": b"", "error": "", "warning": ""}
         try:
             if self.modality == "video":
-                frames = read_video_frames(row["path"], window_start=self.window_start)
+                frames = read_video_frames(row["path"], window_start=self.window_start, **self.options)
                 out["payload"] = _to_bytes(frames.frames)
                 if frames.truncated:
                     out["warning"] = (
@@ -118,7 +120,7 @@ class _Decoder:
                         f"{frames.timestamps[-1] + 1:g} (50 frames at 1 fps; `window_start` picks another start)"
                     )
             else:
-                track = decode_track(row["path"])
+                track = decode_track(row["path"], **self.options)
                 out["payload"] = _to_bytes(track.samples)
                 if track.beyond_horizon:
                     out["warning"] = (
@@ -286,7 +288,7 @@ def extract_modality_on_ray(
         parts = store.root / PARTS_DIR / modality
         dataset = (
             ray.data.from_items(rows)
-            .map(_Decoder(modality, window_start), num_cpus=1)
+            .map(_Decoder(modality, window_start, decode_options(store.spec(modality))), num_cpus=1)
             .map_batches(_Encoder, fn_constructor_kwargs={"modality": modality, "load": load, "parts": str(parts),
                                                           "threads": threads},
                          batch_size=batch_size, batch_format="numpy",

@@ -490,6 +490,11 @@ class FeatureStore:
             if not isinstance(entry, dict) or not isinstance(entry.get("shards"), list):
                 raise InputError(where, f"malformed entry for modality {name!r}")
             spec = FeatureSpec.from_dict(entry.get("spec"), where=f"{where} (modality {name!r})")
+            spec = spec.with_remedy(
+                f"To re-make the {name} features of {self.root}: extract the media again into a new store "
+                "(`mgsv extract --store NEW ...`), or import the official features again into a new store "
+                "(`mgsv data import ... --out NEW`)."
+            )
             if spec.modality != name:
                 raise InputError(where, f"modality {name!r} holds a spec for {spec.modality!r}")
             parsed[name] = {"spec": spec, "shards": [_Shard.from_dict(s, where) for s in entry["shards"]]}

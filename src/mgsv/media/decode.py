@@ -2,16 +2,25 @@
 
 Video (`read_video_frames`): the frame shown at each whole second t = 0, 1, 2, ... (the frame whose presentation
 interval [pts, next pts) contains t), at most 50 of them, as MaDe's CLIP features expect (docs/official-code.md, "Video features"). For a
-constant frame rate this is frame floor(t * fps), what the official extractor took (it used int(sec * fps)); unlike
-it we read real timestamps, so variable frame rates and 29.97 fps (which cv2's integer fps drifted on) are exact.
+constant integer frame rate this is frame t * fps, what the official extractor took (it used int(sec * int(fps)));
+we read real timestamps, so variable frame rates and 29.97 fps (on which cv2's integer fps drifted: frame
+sec * 29 is shown at 0.968 * sec) are exact. `frame_times="cv2"` takes the official extractor's frames instead.
+Frames keep their stored pixels (rotated upright, no pixel-aspect stretching), as cv2 and FFmpeg's JPEG export
+gave them to the official pipeline. A frame whose short side is above `max_short_side` (224, CLIP's input size, by
+default) is reduced with PIL's bicubic filter to the size CLIP's `Resize` gives: exactly what the official
+transform computes from the full frame, so CLIP's own resize then leaves it as it is (and 50 frames of 4K video
+take 13 MB instead of 1.2 GB).
 
-Audio (`read_audio`): PyAV decodes, channels are mixed (or one is picked), soxr resamples. Files FFmpeg refuses
-(some Ogg Vorbis files with odd headers) are read with libsndfile instead; both paths give the same samples
-because the resampler is shared.
+Audio (`read_audio`): PyAV decodes, channels are mixed (or one is picked), then soxr or torchaudio's windowed-sinc
+filter (`mgsv.media.resample`) resamples. Samples a decoder emits before the stream's start time (the priming
+samples of some Ogg Vorbis files, whose first page says to discard them) are dropped, as libvorbisfile and
+libsndfile do. Files FFmpeg refuses (some Ogg Vorbis files with odd headers) are read with libsndfile instead; both
+paths give the same samples because the resampler is shared.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -33,12 +42,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_FRAMES = MAX_VIDEO_FRAMES
-# Frames are only ever fed to CLIP (224 px short side) or shown as thumbnails, so bigger ones are downscaled at
-# conversion time by FFmpeg's scaler: 50 frames of 4K RGB would take 1.2 GB, at 720 px short side 140 MB.
-DEFAULT_MAX_SHORT_SIDE = 720
+# Frames are only fed to CLIP, whose transform first resizes the short side to 224 (bicubic): doing that resize
+# here, from the full frame and with the same filter, gives CLIP the same pixels and keeps memory small.
+DEFAULT_MAX_SHORT_SIDE = 224
+FrameTimes = Literal["shown", "cv2"]
+FRAME_TIMES: tuple[str, ...] = ("shown", "cv2")
 # A larger header is refused: a decoder would allocate gigabytes per frame before we could downscale anything.
 MAX_PIXELS = MAX_VIDEO_PIXELS
 SILENCE_DBFS = -60.0  # a peak below this is treated as silence (the "silent" Vorbis file in Wesnoth peaks at -78)
+Resampler = Literal["soxr", "sinc"]
+RESAMPLERS: tuple[str, ...] = ("soxr", "sinc")
+# Decoded past `max_seconds` for the sinc resampler: its kernel reaches < 1 ms ahead for rates >= 8 kHz.
+SINC_MARGIN_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -46,7 +61,7 @@ class VideoFrames:
     """RGB frames sampled at 1 fps from a video, with what a caller needs to know about the source."""
 
     path: Path
-    frames: np.ndarray  # uint8 [N, H, W, 3], RGB, rotated upright, short side <= max_short_side
+    frames: np.ndarray  # uint8 [N, H, W, 3], RGB, stored pixels rotated upright, short side <= max_short_side
     timestamps: np.ndarray  # float64 [N]: the second each frame is shown at (window_start, window_start + 1, ...)
     duration: float  # seconds of video in the file
     fps: float  # average frame rate of the source
@@ -54,9 +69,18 @@ class VideoFrames:
     has_audio: bool
     truncated: bool  # the video goes on past the last sampled second; decode later parts with window_start
     window_start: float
+    # How the frames were made (`read_video_frames`' arguments): an encoder checks they are the ones it needs.
+    frame_times: str = "cv2"
+    jpeg_quality: int | None = None
+    max_short_side: int | None = None
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
+
+    @property
+    def decode_options(self) -> dict[str, object]:
+        """The `read_video_frames` options these frames were decoded with."""
+        return {"frame_times": self.frame_times, "jpeg_quality": self.jpeg_quality, "max_short_side": self.max_short_side}
 
 
 def read_video_frames(
@@ -65,14 +89,26 @@ def read_video_frames(
     window_start: float = 0.0,
     max_short_side: int | None = DEFAULT_MAX_SHORT_SIDE,
     threads: int = 0,
+    frame_times: FrameTimes = "cv2",
+    jpeg_quality: int | None = None,
 ) -> VideoFrames:
     """Decode the frames shown at seconds window_start, window_start + 1, ... (at most `max_frames`) as RGB.
 
     A video longer than the window is cut with a warning and `truncated=True`; call again with a later
     `window_start` to slide over it. `threads=0` lets FFmpeg choose the decoder thread count.
+    `frame_times="cv2"` (the default) picks, for second s, the frame shown at s * int(fps) / fps: the official
+    extractor's frame number s * int(fps) (docs/official-code.md); "shown" picks the frame shown at s. They differ only where
+    the frame rate is not a whole number. `jpeg_quality` passes each full frame through a JPEG file of that quality
+    (libjpeg via PIL, 4:2:0, as cv2.imwrite wrote the official frames; measured bit-identical) before reduction.
     """
     if max_frames < 1:
         raise ValueError("max_frames must be at least 1")
+    if frame_times not in FRAME_TIMES:
+        raise ValueError(f"frame_times must be one of {', '.join(FRAME_TIMES)}, got {frame_times!r}")
+    if max_short_side is not None and max_short_side < 1:
+        raise ValueError("max_short_side must be at least 1 (or None)")
+    if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality must be 1..100 or None, got {jpeg_quality!r}")
     if window_start < 0 or not math.isfinite(window_start):
         raise InputError(path, f"window_start must be a finite number of seconds >= 0, got {window_start}")
     import av
@@ -92,11 +128,13 @@ def read_video_frames(
         stream.thread_type = "AUTO"  # frame + slice threads: decoding every frame is the cost, conversion is not
         ctx.thread_count = threads
         rate = stream.average_rate or stream.guessed_rate
-        converter = _RgbConverter(stream.sample_aspect_ratio, max_short_side)
+        converter = _RgbConverter(stream.sample_aspect_ratio, max_short_side, jpeg_quality)
         frame_length = Fraction(1) / rate if rate else Fraction(1, 25)
-        sampler = _SecondSampler(as_fraction(window_start), max_frames, frame_length, converter)
+        # cv2 numbers frames at int(fps) per second: its frame s * int(fps) is shown at s * int(fps) / fps.
+        step = Fraction(math.floor(rate), 1) / rate if frame_times == "cv2" and rate and rate >= 1 else Fraction(1)
+        sampler = _SecondSampler(as_fraction(window_start), max_frames, frame_length, converter, step)
         try:
-            for frame, time in _decode_video(path, container, stream, as_fraction(window_start)):
+            for frame, time in _decode_video(path, container, stream, sampler.targets[0]):
                 if sampler.add(frame, time):
                     break
             else:
@@ -123,6 +161,9 @@ def read_video_frames(
         has_audio=has_audio,
         truncated=sampler.truncated,
         window_start=float(window_start),
+        frame_times=frame_times,
+        jpeg_quality=jpeg_quality,
+        max_short_side=max_short_side,
     )
     if result.truncated:
         log.warning(
@@ -148,9 +189,11 @@ class _SecondSampler:
         max_frames: int,
         default_frame_length: Fraction,
         convert: Callable[[av.VideoFrame], np.ndarray],
+        step: Fraction = Fraction(1),
     ) -> None:
-        self.targets = [window_start + k for k in range(max_frames)]
-        self.limit = window_start + max_frames  # a frame shown at this second would be the first one left out
+        self.seconds = [window_start + k for k in range(max_frames)]  # the second each picked frame stands for
+        self.targets = [second * step for second in self.seconds]  # the time whose frame is picked for it
+        self.limit = (window_start + max_frames) * step  # a frame shown at this time would be the first one left out
         self.convert = convert
         self.picked: list[tuple[Fraction, np.ndarray]] = []
         self.previous: av.VideoFrame | None = None
@@ -187,7 +230,7 @@ class _SecondSampler:
     def _pick(self, frame: av.VideoFrame) -> None:
         if self._converted is None or self._converted[0] is not frame:  # slow footage: one frame, many seconds
             self._converted = (frame, self.convert(frame))
-        self.picked.append((self.targets[len(self.picked)], self._converted[1]))
+        self.picked.append((self.seconds[len(self.picked)], self._converted[1]))
 
 
 def _decode_video(
@@ -257,19 +300,20 @@ def _frame_length(frame: av.VideoFrame, default: Fraction) -> Fraction:
     return default
 
 
-def _output_sizes(
-    frame: av.VideoFrame, aspect: Fraction | None, max_short_side: int | None
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(displayed size of the source, size to convert frames to before rotation), both (width, height)."""
+def reduced_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) after torchvision's `Resize(short_side)`: the short side becomes `short_side`, the long
+    side `int(short_side * long / short)` (truncated), as CLIP's transform computes it."""
+    if width <= height:
+        return short_side, int(short_side * height / width)
+    return int(short_side * width / height), short_side
+
+
+def _displayed_size(frame: av.VideoFrame, aspect: Fraction | None) -> tuple[int, int]:
+    """(width, height) of the source as a player shows it: pixel aspect applied, rotated upright."""
     width, height = frame.width, frame.height
-    if aspect and aspect != 1:  # non-square pixels: stretch the width to the displayed shape
+    if aspect and aspect != 1:
         width = max(1, round(width * aspect))
-    quarter_turns = _quarter_turns(frame)
-    shown = (height, width) if quarter_turns % 2 else (width, height)
-    scale = 1.0
-    if max_short_side is not None and min(width, height) > max_short_side:
-        scale = max_short_side / min(width, height)
-    return shown, (max(1, round(width * scale)), max(1, round(height * scale)))
+    return (height, width) if _quarter_turns(frame) % 2 else (width, height)
 
 
 def _quarter_turns(frame: av.VideoFrame) -> int:
@@ -279,23 +323,54 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
 
 
 class _RgbConverter:
-    """Converts picked frames to upright RGB arrays, downscaled so the short side is at most `max_short_side`.
+    """Converts picked frames to upright RGB arrays of their stored pixels, reduced (PIL bicubic, as CLIP's
+    `Resize`) so the short side is at most `max_short_side`.
 
-    The output size is fixed by the first frame, so a stream that changes resolution midway still stacks.
+    FFmpeg converts to RGB at the stored size (the conversion cv2 made for the official frames: same pixels); the
+    output size is fixed by the first frame, so a stream that changes resolution midway still stacks.
     """
 
-    def __init__(self, aspect: Fraction | None, max_short_side: int | None) -> None:
+    def __init__(self, aspect: Fraction | None, max_short_side: int | None, jpeg_quality: int | None = None) -> None:
         self.aspect = aspect
         self.max_short_side = max_short_side
+        self.jpeg_quality = jpeg_quality
         self.shown_size: tuple[int, int] | None = None  # (width, height) of the source as displayed
-        self.out_size: tuple[int, int] | None = None  # (width, height) to convert to, before rotation
+        self.stored_size: tuple[int, int] | None = None  # (width, height) of the first frame as stored
+        self.out_size: tuple[int, int] | None = None  # (width, height) of the reduced frames; None: not reduced
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        from PIL import Image
+
+        if self.stored_size is None:
+            self.shown_size = _displayed_size(frame, self.aspect)
+            self.stored_size = (frame.width, frame.height)
+            turned = (frame.height, frame.width) if _quarter_turns(frame) % 2 else self.stored_size
+            limit = self.max_short_side
+            self.out_size = reduced_size(*turned, limit) if limit and min(turned) > limit else None
+        if (frame.width, frame.height) == self.stored_size:
+            rgb = frame.to_ndarray(format="rgb24")  # FFmpeg's unscaled YUV -> RGB conversion, as cv2's
+        else:  # a stream that changes size midway is scaled back to the first frame's size
+            width, height = self.stored_size
+            rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=_quarter_turns(frame)))
+        if self.jpeg_quality is not None:
+            rgb = jpeg_round_trip(rgb, self.jpeg_quality)
         if self.out_size is None:
-            self.shown_size, self.out_size = _output_sizes(frame, self.aspect, self.max_short_side)
-        width, height = self.out_size
-        rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
-        return np.ascontiguousarray(np.rot90(rgb, k=_quarter_turns(frame)))
+            return rgb
+        return np.asarray(Image.fromarray(rgb).resize(self.out_size, Image.Resampling.BICUBIC))
+
+
+def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """An RGB frame written as a JPEG file of `quality` (baseline, 4:2:0) and read back, as PIL reads it."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 # ----------------------------------------------------------------------------------------------------- audio
@@ -307,16 +382,20 @@ def read_audio(
     max_seconds: float | None = None,
     offset: float = 0.0,
     channel: Literal["mean"] | int = "mean",
+    resampler: Resampler = "soxr",
 ) -> np.ndarray:
     """Decode an audio file (or a video's audio track) to mono float32 samples at `sample_rate`.
 
-    channel="mean" averages all channels (default: it keeps what is panned to one side, which matters for
-    stereo music); an integer picks that channel, e.g. 0 as the official pipeline's kaldi fbank did
-    (docs/official-code.md, "Music features").
-    `offset` and `max_seconds` select a part of the file in seconds.
+    channel="mean" averages all channels (it keeps what is panned to one side); an integer picks that channel,
+    e.g. 0 as the official pipeline's kaldi fbank did (docs/official-code.md, "Music features"). `resampler` is "soxr" (streaming, HQ) or "sinc"
+    (torchaudio's `resample` as the official pipeline called it; it holds the decoded part in memory).
+    `offset` and `max_seconds` select a part of the file in seconds; with "sinc" the samples just past
+    `max_seconds` are decoded too, so that the part ends as it would in a resample of the whole file.
     """
-    if channel != "mean" and not (isinstance(channel, int) and channel >= 0):
+    if channel != "mean" and not (isinstance(channel, int) and not isinstance(channel, bool) and channel >= 0):
         raise ValueError(f"channel must be 'mean' or a channel index >= 0, got {channel!r}")
+    if resampler not in RESAMPLERS:
+        raise ValueError(f"resampler must be one of {', '.join(RESAMPLERS)}, got {resampler!r}")
 
     def mix(block: np.ndarray) -> np.ndarray:  # [channels, n] -> [1, n]
         if channel == "mean":
@@ -325,7 +404,7 @@ def read_audio(
             raise InputError(path, f"has {block.shape[0]} audio channel(s); channel {channel} does not exist")
         return block[channel : channel + 1]
 
-    return _read(path, sample_rate, max_seconds, offset, mix, layout=None)[0]
+    return _read(path, sample_rate, max_seconds, offset, mix, layout=None, resampler=resampler)[0]
 
 
 def read_audio_channels(
@@ -361,6 +440,7 @@ def _read(
     offset: float,
     mix: Callable[[np.ndarray], np.ndarray],
     layout: str | None,
+    resampler: Resampler = "soxr",
 ) -> np.ndarray:
     """Decode, mix with `mix` ([C, n] -> [C', n]) and resample to `sample_rate`; returns float32 [C', n]."""
     import av
@@ -372,15 +452,21 @@ def _read(
     if max_seconds is not None and (max_seconds <= 0 or not math.isfinite(max_seconds)):
         raise InputError(path, f"max_seconds must be a positive number of seconds, got {max_seconds}")
     path = check_readable_file(path)
+    if resampler == "sinc":
+        # The filter reaches a few samples ahead: decode past the cut so the last samples match a whole-file resample.
+        decoded = None if max_seconds is None else max_seconds + SINC_MARGIN_S
+        convert = functools.partial(_sinc_resample, keep=None if max_seconds is None else round(max_seconds * sample_rate))
+    else:
+        decoded, convert = max_seconds, _resample
     try:
-        blocks = _pyav_blocks(path, offset, max_seconds, layout)
-        return _resample(path, blocks, sample_rate, mix)
+        blocks = _pyav_blocks(path, offset, decoded, layout)
+        return convert(path, blocks, sample_rate, mix)
     except InputError as error:
         if not isinstance(error.__cause__, av.error.FFmpegError):
             raise
         log.debug("%s: FFmpeg refused the file (%s); trying libsndfile", path, error.problem)
-        blocks = _soundfile_blocks(path, offset, max_seconds, first_error=error)
-        return _resample(path, blocks, sample_rate, mix)
+        blocks = _soundfile_blocks(path, offset, decoded, first_error=error)
+        return convert(path, blocks, sample_rate, mix)
 
 
 def _resample(
@@ -412,6 +498,30 @@ def _resample(
     return np.ascontiguousarray(np.concatenate(out, axis=0).T)
 
 
+def _sinc_resample(
+    path: Path,
+    blocks: Iterator[tuple[np.ndarray, int]],
+    sample_rate: int,
+    mix: Callable[[np.ndarray], np.ndarray],
+    keep: int | None,
+) -> np.ndarray:
+    """Mix blocks at their native rate, then resample them at once with the windowed sinc; keep `keep` samples."""
+    from mgsv.media.resample import sinc_resample
+
+    native_rate = None
+    mixed: list[np.ndarray] = []
+    for block, rate in blocks:
+        if native_rate is None:
+            native_rate = rate
+        elif rate != native_rate:
+            raise InputError(path, f"sample rate changes inside the file ({native_rate} Hz -> {rate} Hz)")
+        mixed.append(mix(block))
+    if native_rate is None:
+        raise InputError(path, "no audio samples could be decoded")
+    out = sinc_resample(np.concatenate(mixed, axis=1), native_rate, sample_rate)
+    return np.ascontiguousarray(out if keep is None else out[:, :keep])
+
+
 def _pyav_blocks(
     path: Path, offset: float, max_seconds: float | None, layout: str | None
 ) -> Iterator[tuple[np.ndarray, int]]:
@@ -430,6 +540,7 @@ def _pyav_blocks(
             raise InputError(path, "video has no audio track" if video_stream(container) else "has no audio stream")
         stream = container.streams.audio[0]
         stream.thread_type = "AUTO"
+        origin = Fraction(stream.start_time or 0) * stream.time_base if stream.time_base else Fraction(0)
         window = _SampleWindow()
         resampler = None
         first_time: Fraction | None = None
@@ -451,6 +562,11 @@ def _pyav_blocks(
                 block = np.concatenate([f.to_ndarray() for f in converted], axis=1)
                 if frame.pts is not None:
                     time = Fraction(frame.pts) * stream.time_base
+                    if time < origin:  # priming samples before the stream's start: not part of the audio
+                        early = min(block.shape[1], round((origin - time) * window.rate))
+                        block, time = block[:, early:], time + Fraction(early, window.rate)
+                        if not block.shape[1]:
+                            continue
                     first_time = time if first_time is None else first_time
                     hole = round((time - first_time) * window.rate) - window.position
                     if hole > window.rate // 20:

@@ -175,8 +175,14 @@ class Grounder:
         specs = checkpoint_specs(info.feature_specs, str(checkpoint))
         if isinstance(clip, (str, os.PathLike)):
             from mgsv.encoders.clip import ClipFrameEncoder
+            from mgsv.features.spec import recorded_choices
 
-            clip = ClipFrameEncoder.from_pretrained(clip, device=device, dtype=dtype, encoder_id=encoder_id)
+            try:  # CLIP decodes frames as the checkpoint's features were made
+                choices = recorded_choices(specs["video"])
+            except SpecMismatchError:
+                choices = {}  # an old spec: the check in __init__ says how to re-make its features
+            clip = ClipFrameEncoder.from_pretrained(clip, device=device, dtype=dtype, encoder_id=encoder_id,
+                                                    **choices)
         return cls(model, specs, library, clip, device=device, precision=precision, search=search,
                    source=str(checkpoint))
 
@@ -188,18 +194,22 @@ class Grounder:
     # -- grounding --------------------------------------------------------------------------------------------
 
     def ground(self, video: str | os.PathLike[str], options: GroundOptions | None = None) -> GroundingResult:
-        """Decode a video file and ground it."""
-        from mgsv.media.decode import read_video_frames
+        """Decode a video file (as the checkpoint's video spec records) and ground it."""
+        from mgsv.encoders.inputs import decode_video
+        from mgsv.features.spec import decode_options
 
         options = options or GroundOptions()
-        return self.ground_frames(read_video_frames(video, window_start=options.window_start), options)
+        frames = decode_video(video, options.window_start, **decode_options(self.video_spec))
+        return self.ground_frames(frames, options)
 
     def ground_frames(self, frames: VideoFrames, options: GroundOptions | None = None) -> GroundingResult:
         """Ground decoded frames (`mgsv.media.decode.read_video_frames`); CLIP encodes them here."""
         if self.clip is None:
             raise ValueError("this Grounder has no CLIP encoder: pass clip= or use ground_features")
+        from mgsv.encoders.inputs import encode_video
+
         options = options or GroundOptions()
-        feats = self.clip.encode(frames.frames, source=str(frames.path))
+        feats, _ = encode_video(frames, self.clip)  # decoded again if not as CLIP's spec records
         result = self.ground_features(feats, frames.duration, options, source=str(frames.path))
         result.window_start = frames.window_start
         if frames.truncated:

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mgsv.defaults import MUSIC_HORIZON_S
+from mgsv.encoders.inputs import encode_track
 from mgsv.errors import InputError, MgsvError
+from mgsv.features.spec import decode_options
 from mgsv.features.store import FeatureStore, StoreWriter
 from mgsv.files.discover import find_media
 from mgsv.files.hashing import content_hash
 from mgsv.files.prefetch import prefetched
 from mgsv.files.problems import Problem, problem_for
-from mgsv.media.tracks import SAMPLE_RATE, DecodedTrack, decode_track
+from mgsv.media.tracks import DecodedTrack, decode_track
 from mgsv.search.catalog import NewTrack, Track, TrackCatalog
 
 if TYPE_CHECKING:
@@ -192,7 +194,8 @@ def add_files(
     if progress:
         progress("add", 0, len(todo))
     with writer_factory() as writer:
-        for fetched in prefetched(lambda item: decode_track(item[0]), todo):
+        options = decode_options(spec)  # decoded as the library's spec records (channel, resampler)
+        for fetched in prefetched(lambda item: decode_track(item[0], **options), todo):
             path, digest = fetched.item
             track: DecodedTrack | None = fetched.result
             try:
@@ -201,7 +204,7 @@ def add_files(
                 assert track is not None
                 tokens = mask = None
                 if digest not in stored:
-                    tokens, mask = get_encoder().encode(track.samples, sample_rate=SAMPLE_RATE, source=str(path))
+                    tokens, mask = encode_track(track, get_encoder())
                     report.encoded += 1
                 writer.add_tokens(tokens, mask, path=path, content_hash=digest, duration=track.duration,
                                   tags=track.tags)

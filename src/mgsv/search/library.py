@@ -41,6 +41,7 @@ from mgsv.search.ingest import (
 )
 from mgsv.search.library_index import EncodedLibrary, LibraryIndexes
 from mgsv.search.options import SearchOptions
+from mgsv.search.reindex import reindex_remedy
 from mgsv.search.track_media import TrackMedia
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class MusicLibrary:
     @property
     def spec(self) -> FeatureSpec:
         """The music feature spec of the library's tokens."""
-        return self.store.spec("music")
+        return self.store.spec("music").with_remedy(reindex_remedy(self.root))
 
     @property
     def revision(self) -> int:
