@@ -173,7 +173,7 @@ def test_existing_output(layout: tuple[Path, dict], tmp_path: Path) -> None:
     again = import_official(src, out)  # idempotent: nothing to do
     assert again.already_complete and again.converted == {"video": 0, "music": 0}
     make_layout(src, {"8": 9}, {})
-    with pytest.raises(OutputExistsError, match="already exists; use --force"):
+    with pytest.raises(OutputExistsError, match="already exists; use `force`"):
         import_official(src, out)
     replaced = import_official(src, out, force=True)
     assert replaced.counts == {"video": 4, "music": 3} and "8" in FeatureStore(out).modality("video")
