@@ -152,7 +152,7 @@ def _load_checked(feature_path: Path, mask_path: Path, spec: FeatureSpec) -> tup
             raise InputError(path, f"{size:,d} bytes, far more than a {shape} tensor needs")
         try:
             value = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 -- a corrupt/truncated pickle can raise almost anything; name the file
+        except Exception as exc:  # a corrupt/truncated pickle can raise almost anything; name the file
             raise InputError(path, f"cannot load ({type(exc).__name__}: {exc})") from exc
         if not isinstance(value, torch.Tensor):
             raise InputError(path, f"holds a {type(value).__name__}, expected a tensor")
