@@ -37,6 +37,7 @@ from media_factory import write_audio, write_test_video
 from mgsv.cli import main
 from mgsv.data.annotations import COLUMNS, load_annotations
 from mgsv.data.dataset import PairDataset
+from mgsv.encoders.ast import AstMusicEncoder
 from mgsv.encoders.clip import ClipFrameEncoder
 from mgsv.errors import OutputExistsError, SpecMismatchError
 from mgsv.evaluation.protocol import EvalOptions, evaluate
@@ -354,6 +355,15 @@ def test_cli_on_local_folders(planted: Planted, local_sides: tuple[Path, Path], 
     assert f"failed (1): {V5}: " in text and "3 of 5 test rows compared" in text
     assert "video: 3 of 5 ids compared" in text and "mIoU" in text and "difference" in text
 
+    # The preprocessing options reach the encoders (and so the specs); such features are refused by the checkpoint.
+    code, out, _ = run_cli([*args, "--jpeg-quality", "95", "--frame-times", "shown", "--music-channel", "mean",
+                            "--resampler", "soxr", "--batch-size", "2", "--limit", "1", "--force", "--json"], capsys)
+    report = json.loads(out)
+    clip = ClipFrameEncoder.from_pretrained(setup.clip_dir, dtype="float32", jpeg_quality=95, frame_times="shown")
+    ast = AstMusicEncoder.from_pretrained(setup.ast_dir, dtype="float32", channel="mean", resampler="soxr")
+    assert report["specs"]["re_extracted"] == {"video": clip.spec.fingerprint(), "music": ast.spec.fingerprint()}
+    assert report["rows_checked"] == 1 and set(report["metrics"]["not_evaluated"]) == {"re_extracted"}
+
 
 def test_cli_refuses_options_of_the_other_mode(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(["encoders", "verify", "--limit", "3"], capsys)
@@ -371,3 +381,12 @@ def test_official_frame_count_follows_the_row() -> None:
     assert official_frame_count(0.47, 5.17) == 6
     assert official_frame_count(0.0, 49.49) == 50 and official_frame_count(0.0, 75.0) == 50
     assert official_frame_count(1.2, 1.9) == 1
+
+
+def test_encoders_of_another_size_are_refused(planted: Planted, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    setup = planted.setup
+    code, _, err = run_cli(["encoders", "verify", "--against-release", "--out", str(tmp_path / "check"), "--clip",
+                            str(setup.clip_dir), "--ast", str(setup.ast_dir), "--release", str(tmp_path)], capsys)
+    assert code == 1 and "--clip: makes 16-d video tokens; the released ones are 512-d" in " ".join(err.split())
+    assert not (tmp_path / "check").exists()

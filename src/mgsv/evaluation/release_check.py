@@ -154,13 +154,13 @@ def verify_against_release(
     out, hub = Path(out), hub or HubAccess()
     if limit is not None and limit < 1:
         raise OptionError("limit", f"must be at least 1, got {limit}")
-    claim_folder(out)
     stride = float(ast.spec.params["stride_s"])
     release_specs = release_specs or official_specs(stride)
     for modality, encoder, key in (("video", clip, "clip"), ("music", ast, "ast")):
         if encoder.spec.dim != release_specs[modality].dim:
             raise OptionError(key, f"makes {encoder.spec.dim}-d {modality} tokens; the released ones are "
                                    f"{release_specs[modality].dim}-d")
+    claim_folder(out)
     access = {"endpoint": hub.endpoint, "cache_dir": hub.cache_dir, "token": hub.token}
     # The gated raw media first: without access the check stops before the 3.35 GB of the release are fetched.
     if raw_media:
@@ -273,9 +273,10 @@ def _check_modality(modality: str, rows: pd.DataFrame, release: ReleaseFolder, r
                             tokens, mask = reextract_music(path, encoder)  # type: ignore[arg-type]
                         ours_writer.add(item_id, tokens, mask)
                         tokens = as_stored(tokens, mask)
-                    items.append(compare_item(modality, item_id, tokens, mask, released, released_mask))
-                    if item_id not in kept:
+                    item = compare_item(modality, item_id, tokens, mask, released, released_mask)
+                    if item_id not in kept:  # before the item counts as compared: the metrics read it there
                         kept.add(item_id, released, released_mask)
+                    items.append(item)
                 except InputError as exc:
                     outcome.failed.append(f"{item_id}: {exc}")
             if progress:
