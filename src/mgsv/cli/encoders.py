@@ -122,26 +122,32 @@ def verify_command(
                      "HF_TOKEN or the one `hf auth login` saved)."),
     ] = None,
     cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder (default: HF_HOME's hub cache).")
+        Path | None, typer.Option("--cache-dir", help="With --against-release: Hugging Face cache folder (default: "
+                     "HF_HOME's hub cache).")
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="Frames / windows per forward (default 32 / 4).")
+        int | None, typer.Option("--batch-size", min=1, help="With --against-release: frames / windows per forward "
+                     "(default 32 / 4).")
     ] = None,
     music_channel: Annotated[
-        str | None, typer.Option("--music-channel", help="Audio channel AST hears: 0 (official), 1, ... or 'mean'.")
+        str | None, typer.Option("--music-channel", help="With --against-release: audio channel AST hears: 0 "
+                     "(official), 1, ... or 'mean'.")
     ] = None,
     resampler: Annotated[
         ResamplerChoice | None,
-        typer.Option("--resampler", help="Music resampler: sinc (torchaudio's, official) or soxr."),
+        typer.Option("--resampler", help="With --against-release: music resampler: sinc (torchaudio's, "
+                     "official) or soxr."),
     ] = None,
     frame_times: Annotated[
         FrameTimesChoice | None,
-        typer.Option("--frame-times", help="Frame of each second: cv2 (the official extractor's frame s*int(fps)) or "
+        typer.Option("--frame-times", help="With --against-release: frame of each second: cv2 (the official "
+                     "extractor's frame s*int(fps)) or "
                      "shown (the frame on screen at s)."),
     ] = None,
     jpeg_quality: Annotated[
         int | None,
-        typer.Option("--jpeg-quality", min=1, max=100, help="Pass frames through JPEG files of this quality, as the "
+        typer.Option("--jpeg-quality", min=1, max=100, help="With --against-release: pass frames through JPEG files of this "
+                     "quality, as the "
                      "official frames were (default: no JPEG round trip)."),
     ] = None,
     force: Annotated[

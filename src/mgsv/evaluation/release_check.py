@@ -160,7 +160,7 @@ def verify_against_release(
         if encoder.spec.dim != release_specs[modality].dim:
             raise OptionError(key, f"makes {encoder.spec.dim}-d {modality} tokens; the released ones are "
                                    f"{release_specs[modality].dim}-d")
-    claim_folder(out)
+    _claim_folder(out)
     access = {"endpoint": hub.endpoint, "cache_dir": hub.cache_dir, "token": hub.token}
     # The gated raw media first: without access the check stops before the 3.35 GB of the release are fetched.
     if raw_media:
@@ -202,7 +202,7 @@ def verify_against_release(
     return report
 
 
-def claim_folder(out: Path) -> None:
+def _claim_folder(out: Path) -> None:
     """Make `out` this check's folder: it must be absent, empty, or a folder of an earlier check (resumed)."""
     mark = out / MARK_FILE
     if out.exists() and not out.is_dir():
