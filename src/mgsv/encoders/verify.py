@@ -13,8 +13,9 @@ The media are generated here (`probe_music`, `probe_frames`: deterministic, so e
 same), plus any music or video files the caller names, decoded as the candidate's feature spec records (the
 candidate and the reference always read the same samples and frames).
 
-`compare_tokens` and `ItemAgreement` are the per-item measure: the planned check against the released MGSV-EC
-features (re-extracting the raw test media and comparing with `MGSV_feature.zip`) reports its items the same way.
+`compare_tokens` and `ItemAgreement` are the per-item measure; the check against the released MGSV-EC features
+(`mgsv.evaluation.release_check`: the raw test media re-extracted and compared with `MGSV_feature.zip`) reports
+its items the same way.
 """
 
 from __future__ import annotations

@@ -129,6 +129,14 @@ def _list_ids(folder: Path) -> set[str]:
 
 def _load_item(feature_path: Path, mask_path: Path, spec: FeatureSpec) -> tuple[Any, Any] | str:
     """Load one official (features, mask) pair, or return the problem naming the file."""
+    try:
+        return _load_checked(feature_path, mask_path, spec)
+    except InputError as exc:
+        return str(exc)
+
+
+def _load_checked(feature_path: Path, mask_path: Path, spec: FeatureSpec) -> tuple[Any, Any]:
+    """One official (features, mask) pair as torch tensors; raises `InputError` naming the bad file."""
     import torch
 
     loaded = []
@@ -139,24 +147,44 @@ def _load_item(feature_path: Path, mask_path: Path, spec: FeatureSpec) -> tuple[
         try:
             size = path.stat().st_size
         except OSError as exc:
-            return f"{path}: cannot read ({exc})"
+            raise InputError(path, f"cannot read ({exc})") from exc
         if size > limit:
-            return f"{path}: {size:,d} bytes, far more than a {shape} tensor needs"
+            raise InputError(path, f"{size:,d} bytes, far more than a {shape} tensor needs")
         try:
             value = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 -- a corrupt/truncated pickle can raise almost anything; name the file
-            return f"{path}: cannot load ({type(exc).__name__}: {exc})"
+        except Exception as exc:  # a corrupt/truncated pickle can raise almost anything; name the file
+            raise InputError(path, f"cannot load ({type(exc).__name__}: {exc})") from exc
         if not isinstance(value, torch.Tensor):
-            return f"{path}: holds a {type(value).__name__}, expected a tensor"
+            raise InputError(path, f"holds a {type(value).__name__}, expected a tensor")
         if list(value.shape) != shape:
-            return f"{path}: shape {list(value.shape)}, expected {shape}"
+            raise InputError(path, f"shape {list(value.shape)}, expected {shape}")
         loaded.append(value)
     feats, mask = loaded
     if not feats.dtype.is_floating_point:
-        return f"{feature_path}: dtype {feats.dtype}, expected floating point"
+        raise InputError(feature_path, f"dtype {feats.dtype}, expected floating point")
     if mask.dtype.is_complex or not ((mask == 0) | (mask == 1)).all():
-        return f"{mask_path}: mask values must be 0 or 1"
+        raise InputError(mask_path, "mask values must be 0 or 1")
     return feats, mask
+
+
+def item_paths(root: str | os.PathLike[str], modality: str, item_id: str, stride: float = 2.5) -> tuple[Path, Path]:
+    """The feature and mask files of one id in the official layout under `root`."""
+    top = Path(root) / (VIDEO_DIR if modality == "video" else music_dir(stride))
+    features, mask = _KINDS[modality]
+    return top / features / f"{item_id}.pt", top / mask / f"{item_id}.pt"
+
+
+def read_official_item(
+    root: str | os.PathLike[str], modality: str, item_id: str, spec: FeatureSpec, stride: float = 2.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """One id's tokens (float32 [max_tokens, dim], as released: padding rows included) and mask (bool) from the
+    official layout under `root`, checked against `spec` like an import; raises `InputError` naming the file."""
+    feature_path, mask_path = item_paths(root, modality, item_id, stride)
+    for path in (feature_path, mask_path):
+        if not path.is_file():
+            raise InputError(path, "missing")
+    feats, mask = _load_checked(feature_path, mask_path, spec)
+    return feats.float().numpy(), mask.numpy() != 0
 
 
 def _partial_path(out: Path) -> Path:
