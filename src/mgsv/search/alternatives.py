@@ -7,13 +7,14 @@ least as long as the video can host a moment (a render plays the music for the w
 encoded by the model as a track of its own (its AST windows, from the library's feature store, shifted to start at
 0: the model's `encode_music`), the video's relevance p_s to each part picks the best part, and detection on
 (video, best part) gives the moment, shifted back into the track's seconds and placed inside the part. So an
-alternative never overlaps a moment it avoids (beat snapping aside, which moves a start by less than a beat), and a
-track with no part as long as the video has no other moment.
+alternative never overlaps a moment it avoids (beat snapping aside: it may move a start onto a nearby beat), and a
+track with no part as long as the video has no other moment. Parts a round leaves alone are not encoded again.
 
 Why not mask the windows of the moments to avoid in the stored encodings and detect again: MaDe's segment tokens
 carry their window's position (the enhancement's sinusoidal encoding), and with its moment's windows masked the
-model still points at that moment: on the demo's model 354 of 357 masked detections had their centre inside the
-masked moment (docs/grounding.md, "More from this track"). A part encoded on its own has no such memory.
+model still points at that moment: on the demo's model, all 240 such detections (the top 5 of 24 videos, with and
+without `fit_duration`) had their centre inside the masked moment (`benchmarks/bench_variety.py`, docs/grounding.md
+"More from this track"). A part encoded on its own has no such memory.
 
 Window i of the music spec is centred at i * stride seconds and valid when its centre is within the track
 (`mgsv.encoders.ast`); a part's windows are those whose centre lies inside it.

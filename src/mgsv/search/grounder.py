@@ -385,7 +385,7 @@ class Grounder:
         parts of every track at once, scores them, and detects in the best part of each track."""
         import torch
 
-        from mgsv.inference.batched import autocast
+        from mgsv.inference.batched import autocast, concat_encodings
 
         stride = float(self.music_spec.params.get("stride_s", MUSIC_HORIZON_S / self.music_spec.max_tokens))
         feats, mask = self.library.features().batch([t.content_hash for t in tracks])
@@ -394,6 +394,7 @@ class Grounder:
         avoid = [list(spans) for spans in avoid]
         found: list[list[GroundedMoment]] = [[] for _ in tracks]
         active = list(range(len(tracks)))
+        known: dict[tuple[int, int, int], tuple[float, Any]] = {}  # (track, first, stop) -> (p_s, encoding)
         for _ in range(count):
             parts = []  # (track, part, first window, stop window)
             for i in active:
@@ -403,25 +404,29 @@ class Grounder:
                         parts.append((i, part, first, stop))
             if not parts:
                 break
-            longest = max(stop - first for _, _, first, stop in parts)
-            part_feats = feats.new_zeros((len(parts), longest, feats.shape[2]))
-            part_mask = torch.zeros((len(parts), longest), dtype=torch.bool)
-            for number, (i, _, first, stop) in enumerate(parts):
-                part_feats[number, : stop - first] = feats[i, first:stop]
-                part_mask[number, : stop - first] = mask[i, first:stop]
-            with torch.inference_mode(), autocast(self.precision, self.device):
-                music = self.model.encode_music(part_feats.to(self.device), part_mask.to(self.device))
-                relevance = self.model.relevance(video.encoding, music)[0].float().cpu().numpy()
-            best: dict[int, int] = {}  # track -> its part of highest relevance
-            for number, (i, *_) in enumerate(parts):
-                if i not in best or relevance[number] > relevance[best[i]]:
-                    best[i] = number
-            chosen = list(best.values())
+            # A part the last round left alone is the same part again: only new ones are encoded and scored.
+            new = [(i, first, stop) for i, _, first, stop in parts if (i, first, stop) not in known]
+            if new:
+                longest = max(stop - first for _, first, stop in new)
+                part_feats = feats.new_zeros((len(new), longest, feats.shape[2]))
+                part_mask = torch.zeros((len(new), longest), dtype=torch.bool)
+                for number, (i, first, stop) in enumerate(new):
+                    part_feats[number, : stop - first] = feats[i, first:stop]
+                    part_mask[number, : stop - first] = mask[i, first:stop]
+                with torch.inference_mode(), autocast(self.precision, self.device):
+                    music = self.model.encode_music(part_feats.to(self.device), part_mask.to(self.device))
+                    relevance = self.model.relevance(video.encoding, music)[0].float().cpu().numpy()
+                for number, key in enumerate(new):
+                    known[key] = (float(relevance[number]), music.select([number]))
+            best: dict[int, tuple[Span, int, int]] = {}  # track -> its part of highest relevance (the first of ties)
+            for i, part, first, stop in parts:
+                if i not in best or known[(i, first, stop)][0] > known[(i, *best[i][1:])][0]:
+                    best[i] = (part, first, stop)
+            music = concat_encodings([known[(i, first, stop)][1] for i, (_, first, stop) in best.items()])
             predicted, _ = ranker.detect_moments(
-                self.model, video.encoding, music, np.array(chosen), self.precision, self.device
+                self.model, video.encoding, music, np.arange(len(best)), self.precision, self.device
             )
-            for number, (start, end) in zip(chosen, predicted, strict=True):
-                i, part, first, _ = parts[number]
+            for (i, (part, first, _)), (start, end) in zip(best.items(), predicted, strict=True):
                 offset = first * stride  # the part's window 0 is the track's window `first`
                 length = video.duration if options.fit_duration else None
                 start, end = place_in_part(part, float(start) + offset, float(end) + offset, length)
