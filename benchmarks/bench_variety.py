@@ -175,9 +175,13 @@ def main() -> None:
     demo = args.demo
     videos = queries(demo, args.split.split(","))
     grounder = Grounder(*_model(demo), MusicLibrary(demo / "library"))
+    embeddings = grounder.prepare().index.all_embeddings()
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    pairs = (unit @ unit.T)[np.triu_indices(len(unit), 1)]
     report = {
         "videos": len(videos),
         "tracks": len(grounder.library),
+        "library_pairwise_cosine": {"median": round(float(np.median(pairs)), 3), "max": round(float(pairs.max()), 3)},
         "alternatives": [alternatives_report(grounder, videos, fit) for fit in (True, False)],
         "recovery": [recovery_report(grounder, videos, fit) for fit in (True, False)],
         "masking": [masked_report(grounder, videos, fit) for fit in (True, False)],
@@ -186,7 +190,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(report))
         return
-    print(f"{report['videos']} videos, {report['tracks']} tracks")
+    print(f"{report['videos']} videos, {report['tracks']} tracks; pairwise cosine of the library's tracks: "
+          f"median {report['library_pairwise_cosine']['median']}, max {report['library_pairwise_cosine']['max']}")
     for part in report["alternatives"]:
         print("alternatives:", ", ".join(f"{k} {v}" for k, v in part.items()))
     for part in report["recovery"]:
