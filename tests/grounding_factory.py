@@ -189,6 +189,7 @@ def shared_real_library(tmp_path_factory: pytest.TempPathFactory, music_dirs: di
 
 
 def copy_library(library: Path, target: Path) -> Path:
-    """A copy of a library folder that a test may change."""
-    shutil.copytree(library, target, ignore=shutil.ignore_patterns("cache", "index"))
+    """A copy of a library folder that a test may change, without what the library computes and keeps for itself
+    (model indexes, and the peaks and beats another test's server may have written into the shared library)."""
+    shutil.copytree(library, target, ignore=shutil.ignore_patterns("cache", "index", "track-media"))
     return target
