@@ -4,7 +4,8 @@ Builds (or reuses, with --workdir) a synthetic library of random AST tokens with
 drawn around MGSV-EC's ~140 s mean, so ~56 of 96 windows valid on average; no audio is decoded) and a real-size
 random `made` checkpoint, then times `Grounder.ground_features` on 30 s of CLIP frame features: everything after
 CLIP (encode_video, candidates and exact p_s, detection on the top k, moment placement; with the default
-2,000 candidates a library of up to 2,000 tracks is scored exhaustively). Also timed:
+2,000 candidates a library of up to 2,000 tracks is scored exhaustively), also with 3 alternatives per track and
+with the diverse list. Also timed:
 
 - the one-off cost of the library's track index (encode_music of every track) and of opening it again,
 - CLIP ViT-B/32 at real size (random weights) on 30 frames of 720p, the part that precedes grounding.
@@ -29,7 +30,7 @@ import torch
 from mgsv.features.spec import DEFAULT_SPECS, MUSIC_SPEC, VIDEO_SPEC
 from mgsv.models.checkpoint import load_checkpoint, save_checkpoint
 from mgsv.models.registry import build_model
-from mgsv.search import GroundOptions
+from mgsv.search import GroundOptions, TrackFilter
 from mgsv.search.grounder import Grounder, checkpoint_specs
 from mgsv.search.library import MusicLibrary
 
@@ -57,15 +58,17 @@ def percentiles(values: list[float]) -> str:
     )
 
 
-def time_queries(grounder: Grounder, repeats: int, **options: object) -> list[float]:
+def time_queries(grounder: Grounder, repeats: int, **options: object) -> tuple[list[float], float]:
+    """Seconds per query, and the mean number of alternatives per listed track."""
     rng = np.random.default_rng(1)
-    times = []
+    times, alternatives = [], []
     for _ in range(repeats):
         feats = rng.standard_normal((30, VIDEO_SPEC.dim)).astype(np.float32)
         start = time.perf_counter()
-        grounder.ground_features(feats, 30.0, GroundOptions(**options))
+        result = grounder.ground_features(feats, 30.0, GroundOptions(**options))
         times.append(time.perf_counter() - start)
-    return times
+        alternatives += [len(m.alternatives) for m in result.moments]
+    return times, float(np.mean(alternatives))
 
 
 def time_clip(repeats: int) -> list[float]:
@@ -129,15 +132,21 @@ def main() -> None:
     print(f"opened the track index (fresh library object): {time.perf_counter() - start:.2f} s")
 
     specs = checkpoint_specs(info.feature_specs, str(checkpoint))
+    long_tracks = TrackFilter(min_duration=150.0)
     runs = {
         "fp32": (grounder, {}),
         "fp32, fit-duration": (grounder, {"fit_duration": True}),
+        # Tracks of 150 s or more: room for 3 more moments of a 30 s video beside the first.
+        "fp32, fit, >= 150 s": (grounder, {"fit_duration": True, "filters": long_tracks}),
+        "+ alternatives 3": (grounder, {"fit_duration": True, "filters": long_tracks, "alternatives": 3}),
+        "fp32, diverse": (grounder, {"diverse": True}),
         "bf16 autocast": (Grounder(model, specs, library, precision="bf16"), {}),
     }
     for name, (runner, extra) in runs.items():
         time_queries(runner, 2, top=args.top, **extra)  # warm-up
-        times = time_queries(runner, args.repeats, top=args.top, **extra)
-        print(f"ground (after CLIP), top-{args.top}, {name:18} {percentiles(times)}")
+        times, alternatives = time_queries(runner, args.repeats, top=args.top, **extra)
+        found = f"   {alternatives:.1f} alternatives per track" if "alternatives" in extra else ""
+        print(f"ground (after CLIP), top-{args.top}, {name:20} {percentiles(times)}{found}")
     if not args.skip_clip:
         clip_times = time_clip(max(3, args.repeats // 4))
         print(f"CLIP ViT-B/32, 30 frames of 720p:                {percentiles(clip_times)}  "

@@ -189,7 +189,7 @@ def shared_real_library(tmp_path_factory: pytest.TempPathFactory, music_dirs: di
 
 
 def copy_library(library: Path, target: Path) -> Path:
-    """A copy of a library folder that a test may change, without what other tests computed from it (track indexes,
-    the web page's cached peaks and beats): a test that counts computations starts from nothing."""
+    """A copy of a library folder that a test may change, without what the library computes and keeps for itself
+    (model indexes, and the peaks and beats another test's server may have written into the shared library)."""
     shutil.copytree(library, target, ignore=shutil.ignore_patterns("cache", "index", "track-media"))
     return target

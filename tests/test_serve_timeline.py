@@ -430,3 +430,106 @@ def test_phone_width(browser: Any, server: str, video: Path, screenshots: Path) 
         save_small_png(browser.get_screenshot_as_png(), screenshots / "timeline-375.png")
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+OTHER_EDGE = (0x2F, 0x9E, 0x6A)  # TIMELINE.colors.otherEdge: the top edge of another moment's band
+MOMENT_EDGE = (0xD9, 0x9A, 0x12)  # TIMELINE.colors.momentEdge: the chosen moment's
+
+TOP_EDGE_COLOR = """
+const canvas = arguments[0];
+const x = Math.round(arguments[1] * canvas.width);
+const d = canvas.getContext('2d').getImageData(x, 1, 1, 1).data;
+return [d[0], d[1], d[2]];
+"""
+
+
+def post(server: str, path: str, body: dict[str, Any]) -> Any:
+    response = httpx.post(f"{server}{path.lstrip('/')}", headers=bearer(API_TOKEN), json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def requests_to(browser: Any, path: str) -> list[dict[str, Any]]:
+    return [json.loads(r["body"]) for r in browser.execute_script("return window.__requests")
+            if r["url"].endswith(path)]  # fmt: skip
+
+
+def test_more_from_this_track_and_the_varied_list(
+    browser: Any, server: str, video: Path, screenshots: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    ground(browser, server, video, fit=True)
+    tracks = {t["id"]: t for t in api(server, "/v1/tracks")["tracks"]}
+    track_id = max(tracks, key=lambda t: tracks[t]["duration"])
+    duration = tracks[track_id]["duration"]
+    card = card_of(browser, track_id)
+    first = selection(card)
+    set_snap(browser, False)
+
+    # "More from this track" asks the server for 3 other moments avoiding the model's, as the results asked.
+    card.find_element(By.CSS_SELECTOR, "button.more").click()
+    wait_for(browser, f"document.querySelector('#moments li[data-track-id=\"{track_id}\"]')"
+                      ".querySelectorAll('button.alt').length > 0")
+    (sent,) = requests_to(browser, "/v1/alternatives")
+    assert sent["track_id"] == track_id and sent["fit_duration"] is True and sent["alternatives"] == 3
+    assert sent["avoid"] == [[pytest.approx(first[0], abs=1e-3), pytest.approx(first[1], abs=1e-3)]]
+    answer = post(server, "/v1/alternatives", sent)["moments"]
+    assert 1 <= len(answer) <= 3
+    buttons = card.find_elements(By.CSS_SELECTOR, "button.alt")
+    shown = [(float(b.get_attribute("data-start")), float(b.get_attribute("data-end"))) for b in buttons]
+    assert shown[1:] == [(m["start_s"], m["end_s"]) for m in answer]
+    assert [b.get_attribute("aria-pressed") for b in buttons] == ["true"] + ["false"] * len(answer)
+    assert not card.find_element(By.CSS_SELECTOR, "button.more").is_displayed()
+
+    # Each other moment is a green band on the timeline; the chosen one is yellow.
+    canvas = card.find_element(By.CSS_SELECTOR, "canvas.wave")
+    browser.execute_script("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+    def edge_at(span: tuple[float, float]) -> tuple[int, ...]:
+        return tuple(browser.execute_script(TOP_EDGE_COLOR, canvas, (span[0] + span[1]) / 2 / duration))
+
+    assert all(edge_at(span) == OTHER_EDGE for span in shown[1:])
+    assert edge_at(shown[0]) == MOMENT_EDGE
+
+    # Choosing another moment moves the selection there (as long as the video) and swaps the bands.
+    buttons[1].click()
+    start, end = selection(card)
+    assert start == pytest.approx(shown[1][0], abs=1e-3) and end - start == pytest.approx(VIDEO_SECONDS, abs=1e-3)
+    assert buttons[1].get_attribute("aria-pressed") == "true" and buttons[0].get_attribute("aria-pressed") == "false"
+    browser.execute_script("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    assert edge_at(shown[1]) == MOMENT_EDGE and edge_at(shown[0]) == OTHER_EDGE
+    assert "other moment 1:" in card.find_element(By.CSS_SELECTOR, ".detail").text
+    # The keyboard chooses too: the model's pick again, then back to the other moment.
+    press(browser, buttons[0], Keys.ENTER)
+    assert selection(card) == pytest.approx(first, abs=1e-3)
+    press(browser, buttons[1], Keys.SPACE)
+    assert selection(card)[0] == pytest.approx(shown[1][0], abs=1e-3)
+
+    # The render request carries the chosen moment.
+    browser.execute_script("document.getElementById('results').scrollIntoView()")
+    save_small_png(card.screenshot_as_png, screenshots / "timeline-alternatives.png")
+    card.find_element(By.CSS_SELECTOR, "button.render").click()
+    wait_for(browser, "document.body.dataset.state === 'rendered' && window.__rendered !== null", 60)
+    rendered = requests_to(browser, "/v1/render")[-1]
+    assert rendered["track_id"] == track_id
+    assert (rendered["start_s"], rendered["end_s"]) == pytest.approx((start, end), abs=1e-3)
+
+    # The varied-tracks toggle ranks the kept upload again (no new upload), as POST /v1/reground does.
+    def listed() -> list[str]:
+        return [c.get_attribute("data-track-id") for c in browser.find_elements(By.CSS_SELECTOR, "#moments li")]
+
+    before = listed()
+    browser.find_element(By.ID, "diverse-input").click()
+    wait_for(browser, "window.__requests.some(r => r.url.endsWith('/v1/reground'))")
+    wait_for(browser, "document.body.dataset.state === 'results'")
+    (asked,) = requests_to(browser, "/v1/reground")
+    assert asked["diverse"] is True and asked["fit_duration"] is True and asked["top"] == 5
+    expected = [m["track_id"] for m in post(server, "/v1/reground", asked)["moments"]]
+    plain = [m["track_id"] for m in post(server, "/v1/reground", {**asked, "diverse": False})["moments"]]
+    assert plain == before and listed() == expected and expected != before
+    browser.find_element(By.ID, "diverse-input").click()  # off again: the list the model ranked
+    wait_for(browser, "window.__requests.filter(r => r.url.endsWith('/v1/reground')).length === 2")
+    wait_for(browser, "document.body.dataset.state === 'results'")
+    assert listed() == before

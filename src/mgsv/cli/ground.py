@@ -68,6 +68,19 @@ def ground_command(
     window_start: Annotated[
         float, typer.Option("--window", min=0.0, help="Videos longer than 50 s: second the 50 s of frames start at.")
     ] = 0.0,
+    alternatives: Annotated[
+        int,
+        typer.Option("--alternatives", min=0, max=3, help="Up to N other moments of each listed track (0-3)."),
+    ] = 0,
+    diverse: Annotated[
+        bool,
+        typer.Option("--diverse", help="Near-duplicate tracks (same artist/album, close embeddings) give way to others."),
+    ] = False,
+    diverse_cosine: Annotated[
+        float,
+        typer.Option("--diverse-cosine", help="With --diverse: track embeddings at least this close (cosine, 0 to "
+                     "below 1) start to count as the same music."),
+    ] = 0.9,  # = mgsv.search.diversity.DEFAULT_COSINE (tests/test_ground.py checks)
     render: Annotated[
         Path | None,
         typer.Option("--render", help="Write the video with its top moment as soundtrack (a folder for several)."),
@@ -108,7 +121,9 @@ def ground_command(
     Candidates: the --candidates tracks closest to the video by h0 (after the filters); their relevance p_s is then
     computed exactly. Libraries of up to --candidates tracks are searched exhaustively.
 
-    Moments are in seconds of the track; scores are p_s (higher is better, in [-2, 2]).
+    Moments are in seconds of the track; scores are p_s (higher is better, in [-2, 2]). --alternatives N adds up to
+    N other moments of each track, none overlapping the first or each other; --diverse keeps near-duplicate tracks
+    from filling the list.
 
     Videos that fail are reported at the end (exit code 1); the others are still grounded.
     """
@@ -120,7 +135,8 @@ def ground_command(
     # Every option is checked (and a missing extra reported) before any file is read.
     options = GroundOptions(
         top=top, fit_duration=fit_duration, snap=snap.value if snap else None, window_start=window_start,
-        filters=TrackFilter.parse(min_duration, licences or [], tags or []),
+        filters=TrackFilter.parse(min_duration, licences or [], tags or []), alternatives=alternatives,
+        diverse=diverse, diverse_cosine=diverse_cosine,
     )
     search = SearchOptions(candidates, index.value, faiss_factory, index_memory.value)
     found = find_media(videos, "video")
@@ -166,16 +182,18 @@ def _print_results(console: Console, results: list[dict[str, Any]]) -> None:
                 column, justify="right" if column in ("#", "start", "end", "score") else "left", overflow="fold"
             )
         for m in result["moments"]:
-            notes = list(m["notes"]) + (["on a beat"] if m["snapped"] else [])
-            table.add_row(
-                str(m["rank"]),
-                escape(m["track_id"]),
-                escape(m["title"] or ""),
-                f"{m['start_s']:.2f}",
-                f"{m['end_s']:.2f}",
-                f"{m['score']:.3f}",
-                escape("; ".join(notes)),
-            )
+            for shown in (m, *m["alternatives"]):
+                notes = list(shown["notes"]) + (["on a beat"] if shown["snapped"] else [])
+                first = shown is m
+                table.add_row(
+                    str(m["rank"]) if first else "",
+                    escape(m["track_id"]) if first else f"  other moment {shown['alternative']}",
+                    escape(m["title"] or "") if first else "",
+                    f"{shown['start_s']:.2f}",
+                    f"{shown['end_s']:.2f}",
+                    f"{m['score']:.3f}" if first else "",
+                    escape("; ".join(notes)),
+                )
         console.print(table)
         for note in result["notes"]:
             console.print(f"note: {escape(for_cli(note))}", highlight=False, soft_wrap=True)

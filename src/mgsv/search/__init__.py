@@ -5,6 +5,7 @@
 - `options`: `GroundOptions` (one request) and `SearchOptions` (a service); `filters`: `TrackFilter`.
 - `grounder`: `Grounder`, the service: a video -> `GroundingResult`; `render_moment`.
 - `ranker`: exact p_s of candidates, detection on the top k, moments placed inside tracks.
+- `alternatives`: more moments of a track (`alternatives`, `Grounder.more_moments`); `diversity`: the diverse top k.
 - `beats`: snapping a moment's start to a beat (librosa, optional).
 
     from mgsv.search import GroundOptions, Grounder, MusicLibrary
@@ -25,13 +26,13 @@ from mgsv.search.library import MusicLibrary
 from mgsv.search.options import GroundOptions, SearchOptions
 
 if TYPE_CHECKING:
-    from mgsv.search.grounder import GroundedMoment, Grounder, GroundingResult, render_moment
+    from mgsv.search.grounder import EncodedVideo, GroundedMoment, Grounder, GroundingResult, render_moment
 
 __all__ = [
-    "GroundOptions", "GroundedMoment", "Grounder", "GroundingResult", "MusicLibrary", "SearchOptions", "Track",
-    "TrackFilter", "render_moment",
+    "EncodedVideo", "GroundOptions", "GroundedMoment", "Grounder", "GroundingResult", "MusicLibrary", "SearchOptions",
+    "Track", "TrackFilter", "render_moment",
 ]
-_LAZY = ("GroundedMoment", "Grounder", "GroundingResult", "render_moment")
+_LAZY = ("EncodedVideo", "GroundedMoment", "Grounder", "GroundingResult", "render_moment")
 
 
 def __getattr__(name: str) -> Any:

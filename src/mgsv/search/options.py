@@ -3,7 +3,7 @@
 - `SearchOptions`: how a library is searched, fixed for a grounding service (candidate stage, its size, where the
   track index's tokens live).
 - `GroundOptions`: what one request wants (how many tracks, moments of the video's length, beat snapping, which
-  second of a long video to start from, metadata filters).
+  second of a long video to start from, metadata filters, more moments per track, a diverse list).
 
 Invalid values raise `OptionError` named by the option's key (`top`, `min_duration`, ...); the command line shows
 it as its flag and the HTTP API as its JSON field. Torch-free, so that front doors can validate before loading.
@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from mgsv.errors import OptionError
+from mgsv.search.diversity import DEFAULT_COSINE
 from mgsv.search.filters import TrackFilter
 from mgsv.search.track_index import MEMORY_CHOICES
 
@@ -22,6 +23,7 @@ INDEX_CHOICES = ("exact", "faiss", "lance")
 SNAP_CHOICES = ("beats",)
 DEFAULT_CANDIDATES = 2000
 DEFAULT_TOP = 5
+MAX_ALTERNATIVES = 3  # more moments per track the service gives at most (`mgsv.search.alternatives`)
 
 
 def _whole_number(value: object, key: str, minimum: int = 1) -> None:
@@ -57,9 +59,21 @@ class GroundOptions:
     snap: str | None = None  # "beats": move each moment's start onto a beat (needs librosa)
     window_start: float = 0.0  # videos longer than 50 s: the second the model's 50 frames start at
     filters: TrackFilter = field(default_factory=TrackFilter)
+    alternatives: int = 0  # more moments per listed track, 0 to 3 (`mgsv.search.alternatives`)
+    diverse: bool = False  # near-duplicate tracks do not fill the list (`mgsv.search.diversity`)
+    diverse_cosine: float = DEFAULT_COSINE  # with `diverse`: embeddings this close start to count as the same music
 
     def __post_init__(self) -> None:
         _whole_number(self.top, "top")
+        _whole_number(self.alternatives, "alternatives", minimum=0)
+        if self.alternatives > MAX_ALTERNATIVES:
+            raise OptionError("alternatives", f"must be at most {MAX_ALTERNATIVES}, got {self.alternatives!r}")
+        if not isinstance(self.diverse, bool):
+            raise OptionError("diverse", f"must be true or false, got {self.diverse!r}")
+        if isinstance(self.diverse_cosine, bool) or not isinstance(self.diverse_cosine, (int, float)) or not (
+            0.0 <= self.diverse_cosine < 1.0
+        ):
+            raise OptionError("diverse_cosine", f"must be a cosine from 0 to below 1, got {self.diverse_cosine!r}")
         if not isinstance(self.fit_duration, bool):
             raise OptionError("fit_duration", f"must be true or false, got {self.fit_duration!r}")
         if self.snap is not None and self.snap not in SNAP_CHOICES:

@@ -14,6 +14,8 @@ Routes (all JSON errors share one shape, see http_errors.py):
     GET  /v1/tracks/{id}/preview             MP3 of a moment (?start_s=&end_s=)
     GET  /v1/tracks/{id}/peaks|beats|audio   the timeline's waveform (?width=), beat times, whole-track MP3
     POST /v1/ground                          multipart video -> top-k moments + upload_id
+    POST /v1/reground                        upload_id + options -> the same upload grounded again (no upload)
+    POST /v1/alternatives                    upload_id + track + moments to avoid -> other moments of the track
     POST /v1/render                          upload_id + moment -> MP4
     POST /v1/admin/tracks                    multipart music file -> library (admin token)
     /v1/ab/...                               the A/B study (--ab-study mode, which has no grounding routes)

@@ -1,7 +1,9 @@
-"""The grounding API: list tracks, ground an uploaded video, preview a moment, render a moment under the video.
+"""The grounding API: list tracks, ground an uploaded video (again, with other options), more moments of a track,
+preview a moment, render a moment under the video.
 
 Moments are addressed by track id + start + end, checked against the library; the server looks the track's file
-up itself. Uploaded videos are addressed by the `upload_id` the grounding response returned (see kept_uploads.py).
+up itself. Uploaded videos are addressed by the `upload_id` the grounding response returned (see kept_uploads.py,
+which also keeps the model's encoding of each, so that grounding again and more moments skip decoding and CLIP).
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
@@ -20,16 +23,22 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from mgsv.errors import InputError, MissingExtraError, OptionError, name_options
+from mgsv.features.store import UnknownIdsError
 from mgsv.serve.auth import get_runtime, require_user
 from mgsv.serve.http_errors import ApiError, ErrorBody
-from mgsv.serve.media_checks import inspect_video, peek_video_duration
+from mgsv.serve.jobs import Ticket
+from mgsv.serve.kept_uploads import KeptUpload
+from mgsv.serve.media_checks import VideoInfo, inspect_video, peek_video_duration
 from mgsv.serve.preview import MEDIA_TYPE as PREVIEW_MEDIA_TYPE
 from mgsv.serve.preview import encode_preview
 from mgsv.serve.runtime import Runtime
 from mgsv.serve.schemas import (
+    AlternativesRequest,
+    AlternativesResponse,
     GroundForm,
     GroundResponse,
     MomentOut,
+    RegroundRequest,
     RenderRequest,
     TrackList,
     TrackOut,
@@ -38,7 +47,7 @@ from mgsv.serve.schemas import (
 from mgsv.serve.uploads import receive_upload
 
 if TYPE_CHECKING:
-    from mgsv.search.grounder import GroundingResult
+    from mgsv.search.grounder import EncodedVideo, GroundedMoment, Grounder, GroundingResult
     from mgsv.search.library import MusicLibrary, Track
     from mgsv.search.options import GroundOptions
 
@@ -47,6 +56,7 @@ log = logging.getLogger("mgsv.serve")
 END_TOLERANCE_S = 0.05  # = mgsv.media.render.END_TOLERANCE: rounding in moments and header durations
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+T = TypeVar("T")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -55,7 +65,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         404: "unknown track, upload or endpoint",
         413: "upload larger than the server's limit",
         415: "not a video / not multipart",
-        422: "invalid parameters, video too long, or moment outside the track",
+        422: "invalid parameters, video too long, moment outside the track, or track shorter than the video",
         503: "queue full or model still loading (see Retry-After)",
     }.items()
 }
@@ -161,39 +171,96 @@ def _options_schema() -> dict[str, Any]:
 
 def parse_ground_options(fields: dict[str, str]) -> GroundOptions:
     """The form fields as the grounding service's options (empty fields count as absent); ApiError 422 if invalid."""
-    from mgsv.search.filters import TrackFilter
-    from mgsv.search.options import GroundOptions
-
     given = {name: value for name, value in fields.items() if value.strip() != ""}
     try:
         form = GroundForm.model_validate(given)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ApiError(422, "invalid_field", problems) from exc
+    return ground_options(form)
+
+
+def ground_options(form: GroundForm) -> GroundOptions:
+    """A validated form as the grounding service's options; ApiError 422 if the service refuses them."""
+    from mgsv.search.filters import TrackFilter
+    from mgsv.search.options import GroundOptions
+
+    return service_options(lambda: GroundOptions(
+        top=form.top, fit_duration=form.fit_duration, snap=form.snap, window_start=form.window_start,
+        filters=TrackFilter.parse(form.min_duration, form.licences, form.tags), alternatives=form.alternatives,
+        diverse=form.diverse, diverse_cosine=form.diverse_cosine,
+    ))
+
+
+def service_options(build: Callable[[], T]) -> T:
+    """`build()` (options of the service), its refusals as ApiError 422 naming the field."""
     try:
-        return GroundOptions(
-            top=form.top, fit_duration=form.fit_duration, snap=form.snap, window_start=form.window_start,
-            filters=TrackFilter.parse(form.min_duration, form.licences, form.tags),
-        )
+        return build()
     except OptionError as exc:
-        raise ApiError(422, "invalid_field", str(exc)) from exc
+        raise ApiError(422, "invalid_field", name_options(str(exc))) from exc
     except MissingExtraError as exc:
         raise ApiError(422, "snap_unavailable", f"this server cannot snap to beats: {exc}") from exc
 
 
-def _ground_job(runtime: Runtime, video: Path, options: GroundOptions) -> tuple[GroundingResult, float]:
-    """Decode and ground on a model worker: (the result, seconds)."""
-    grounder = runtime.require_grounder()
-    started = time.perf_counter()
+def _encode(grounder: Grounder, video: Path | EncodedVideo, window_start: float) -> EncodedVideo:
+    """A kept encoding as it is, or a video file decoded and encoded (its problems are the upload's: 422)."""
+    if not isinstance(video, Path):
+        return video
     try:
-        result = grounder.ground(video, options)
+        return grounder.encode(video, window_start)
     except InputError as exc:
         if exc.where == str(video):
+            raise ApiError(422, "cannot_ground", f"the uploaded video: {exc.problem}") from exc
+        raise
+
+
+def _ground_job(
+    runtime: Runtime, video: Path | EncodedVideo, options: GroundOptions
+) -> tuple[EncodedVideo, GroundingResult, float]:
+    """Encode (unless kept) and ground on a model worker: (the encoding, the result, seconds)."""
+    grounder = runtime.require_grounder()
+    started = time.perf_counter()
+    encoded = _encode(grounder, video, options.window_start)
+    try:
+        result = grounder.ground_encoded(encoded, options)
+    except InputError as exc:
+        if exc.where == encoded.source:
             raise ApiError(422, "cannot_ground", f"the uploaded video: {exc.problem}") from exc
         if exc.where == str(grounder.library.root):
             raise ApiError(409, "library_empty", exc.problem) from exc
         raise
-    return result, time.perf_counter() - started
+    return encoded, result, time.perf_counter() - started
+
+
+def moment_out(moment: GroundedMoment) -> MomentOut:
+    """A grounded moment (and its alternatives) without its server path."""
+    data = moment.to_dict()
+    data["alternatives"] = [moment_out(other) for other in moment.alternatives]
+    return MomentOut(**{k: v for k, v in data.items() if k in MomentOut.model_fields})
+
+
+def ground_response(runtime: Runtime, kept: KeptUpload, info: VideoInfo, result: GroundingResult,
+                    seconds: float) -> GroundResponse:
+    """The JSON answer of a grounding of a kept upload."""
+    return GroundResponse(
+        upload_id=kept.upload_id,
+        upload_expires_in_s=round(max(0.0, kept.expires_at - time.monotonic()), 1),
+        video=VideoOut(**info.to_dict(), frames_used=result.frames, window_start=result.window_start),
+        moments=[moment_out(m) for m in result.moments],
+        notes=[name_options(note) for note in result.notes],
+        seconds=round(seconds, 3),
+    )
+
+
+def kept_video(runtime: Runtime, ticket: Ticket, upload_id: str, window_start: float) -> Path | EncodedVideo:
+    """A kept upload's encoding if it is kept too, else the video file linked into the ticket's scratch folder
+    (removed when the ticket's job is done); 404 if the upload is gone."""
+    encoded = runtime.uploads.recall(upload_id, window_start)
+    if encoded is not None:
+        return encoded
+    scratch = runtime.temp.scratch()
+    ticket.on_done(scratch.remove)
+    return runtime.uploads.link_into(upload_id, scratch.path).path
 
 
 @router.post(
@@ -224,18 +291,72 @@ async def ground(request: Request, runtime: RuntimeDep) -> GroundResponse:
         )
         options = parse_ground_options(upload.fields)
         info = await run_in_threadpool(inspect_video, upload.path, limits.max_video_seconds)
-        result, seconds = await ticket.run(_ground_job, runtime, upload.path, options)
+        encoded, result, seconds = await ticket.run(_ground_job, runtime, upload.path, options)
         kept = runtime.uploads.keep(upload.path, info)
+        runtime.uploads.remember(kept.upload_id, options.window_start, encoded)
     log.info("grounded a %.1f s video (%d bytes) in %.2f s", info.duration, upload.size, seconds)
-    return GroundResponse(
-        upload_id=kept.upload_id,
-        upload_expires_in_s=round(runtime.uploads.ttl, 1),
-        video=VideoOut(**info.to_dict(), frames_used=result.frames, window_start=result.window_start),
-        moments=[MomentOut(**{k: v for k, v in m.to_dict().items() if k in MomentOut.model_fields})
-                 for m in result.moments],
-        notes=[name_options(note) for note in result.notes],
-        seconds=round(seconds, 3),
-    )
+    return ground_response(runtime, kept, info, result, seconds)
+
+
+@router.post(
+    "/reground",
+    response_model=GroundResponse,
+    tags=["grounding"],
+    summary="Ground an uploaded video again with other options (no new upload)",
+)
+async def reground(body: RegroundRequest, runtime: RuntimeDep) -> GroundResponse:
+    runtime.require_grounder()
+    kept = runtime.uploads.get(body.upload_id)
+    options = ground_options(body)
+    with runtime.model_queue.reserve() as ticket:
+        video = kept_video(runtime, ticket, body.upload_id, options.window_start)
+        encoded, result, seconds = await ticket.run(_ground_job, runtime, video, options)
+    runtime.uploads.remember(body.upload_id, options.window_start, encoded)
+    return ground_response(runtime, kept, kept.info, result, seconds)
+
+
+def _alternatives_job(
+    runtime: Runtime, video: Path | EncodedVideo, body: AlternativesRequest, options: GroundOptions
+) -> tuple[EncodedVideo, list[GroundedMoment], float]:
+    """Encode (unless kept) and find more moments of a track on a model worker: (encoding, moments, seconds)."""
+    grounder = runtime.require_grounder()
+    started = time.perf_counter()
+    encoded = _encode(grounder, video, options.window_start)
+    try:
+        moments = grounder.more_moments(encoded, body.track_id, body.avoid, options, body.alternatives)
+    except UnknownIdsError as exc:
+        raise ApiError(404, "unknown_track", f"no track with id {body.track_id!r} in the library") from exc
+    except OptionError as exc:
+        raise ApiError(422, "invalid_field", name_options(str(exc))) from exc
+    except InputError as exc:
+        if exc.where == body.track_id:
+            raise ApiError(422, "track_too_short", f"track {body.track_id!r}: {name_options(exc.problem)}") from exc
+        raise
+    return encoded, moments, time.perf_counter() - started
+
+
+@router.post(
+    "/alternatives",
+    response_model=AlternativesResponse,
+    tags=["grounding"],
+    summary="Other moments of one track for an uploaded video (\"more from this track\")",
+)
+async def alternatives(body: AlternativesRequest, runtime: RuntimeDep) -> AlternativesResponse:
+    from mgsv.search.options import GroundOptions
+
+    library = runtime.require_library()
+    runtime.require_grounder()
+    runtime.uploads.get(body.upload_id)  # 404 before any work
+    track = await run_in_threadpool(find_track, library, body.track_id)
+    for start, end in body.avoid:
+        check_moment(track, start, end)
+    options = service_options(lambda: GroundOptions(fit_duration=body.fit_duration, snap=body.snap,
+                                                    window_start=body.window_start))
+    with runtime.model_queue.reserve() as ticket:
+        video = kept_video(runtime, ticket, body.upload_id, options.window_start)
+        encoded, moments, seconds = await ticket.run(_alternatives_job, runtime, video, body, options)
+    runtime.uploads.remember(body.upload_id, options.window_start, encoded)
+    return AlternativesResponse(track_id=track.id, moments=[moment_out(m) for m in moments], seconds=round(seconds, 3))
 
 
 # -- rendering ----------------------------------------------------------------------------------------------------

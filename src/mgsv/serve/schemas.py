@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mgsv.search.diversity import DEFAULT_COSINE
+from mgsv.search.options import MAX_ALTERNATIVES
 from mgsv.serve.settings import MAX_TOP
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"  # upload ids and presentation ids are server-made tokens of this form
@@ -25,7 +27,7 @@ class Ready(BaseModel):
     checkpoint: str | None = None
     limits: dict[str, float | int] = {}
     queues: dict[str, dict[str, Any]] = {}
-    kept_uploads: dict[str, int] = Field({}, description="videos kept for rendering: count and bytes")
+    kept_uploads: dict[str, int] = Field({}, description="videos kept for rendering: count, bytes, and encodings of them kept")
 
 
 class TrackOut(BaseModel):
@@ -61,6 +63,10 @@ class MomentOut(BaseModel):
     track_too_short: bool
     snapped: bool
     notes: list[str]
+    alternative: int = Field(0, description="0: the track's moment; n: its n-th other moment")
+    alternatives: list[MomentOut] = Field(
+        [], description="other moments of the track (the `alternatives` option, or POST /v1/alternatives)"
+    )
 
 
 class VideoOut(BaseModel):
@@ -99,6 +105,10 @@ class GroundForm(BaseModel):
                                        description="only tracks at least this many seconds long")
     licences: list[str] = Field([], description="only tracks with one of these licence tags (any of them)")
     tags: list[str] = Field([], description="only tracks with all of these KEY=VALUE tags (e.g. genre=ambient)")
+    alternatives: int = Field(0, ge=0, le=MAX_ALTERNATIVES, description="up to N other moments of each listed track")
+    diverse: bool = Field(False, description="near-duplicate tracks (same artist/album, close embeddings) give way")
+    diverse_cosine: float = Field(DEFAULT_COSINE, ge=0.0, lt=1.0, allow_inf_nan=False,
+                                  description="with diverse: embeddings this close start to count as the same music")
 
     @field_validator("licences", "tags", mode="before")
     @classmethod
@@ -110,6 +120,35 @@ class GroundForm(BaseModel):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+
+class RegroundRequest(GroundForm):
+    """POST /v1/reground: a kept upload grounded again with other options (the form fields of POST /v1/ground)."""
+
+    upload_id: str = Field(pattern=ID_PATTERN, description="the upload_id a grounding returned")
+
+
+class AlternativesRequest(BaseModel):
+    """POST /v1/alternatives: other moments of one track for a kept upload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upload_id: str = Field(pattern=ID_PATTERN, description="the upload_id a grounding returned")
+    track_id: str = Field(min_length=1, max_length=512)
+    avoid: list[tuple[float, float]] = Field(
+        min_length=1, max_length=16, description="[start_s, end_s] moments the new ones must not overlap (seconds)"
+    )
+    alternatives: int = Field(MAX_ALTERNATIVES, ge=1, le=MAX_ALTERNATIVES, description="how many moments at most")
+    fit_duration: bool = Field(False, description="moments exactly as long as the video (as the grounding asked)")
+    snap: Literal["beats"] | None = Field(None, description="move each moment's start onto a beat")
+    window_start: float = Field(0.0, ge=0.0, allow_inf_nan=False,
+                                description="the part of a video over 50 s the model reads (as the grounding asked)")
+
+
+class AlternativesResponse(BaseModel):
+    track_id: str
+    moments: list[MomentOut] = Field(description="other moments of the track, none overlapping `avoid`; may be empty")
+    seconds: float = Field(description="server time spent")
 
 
 class RenderRequest(BaseModel):

@@ -1,14 +1,18 @@
 // The grounding page: upload a video, watch progress, list the moments, each on its track's timeline (timeline.js),
-// preview the selected part over the video in sync, render it.
+// preview the selected part over the video in sync, render it; more moments of a track, and a varied list (ranked
+// again on the server from the kept upload, POST /v1/reground, without uploading again).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const AUDIO_KEPT = 3; // whole-track MP3s kept in the page (a few MB each), the most recently played
 const RESTART_DELAY_MS = 150; // a key held down restarts the preview once it is let go
 const DRIFT_S = 0.2; // the video is moved back in step with the music when they drift further apart
+const MORE_LABEL = "More from this track";
 const state = {
   file: null,
   uploadId: null,
+  asked: null, // the options the results answer: {fit_duration, window_start}
+  uploadedFile: null, // the file the results are of
   playing: null,
   readyPoll: null,
   cards: [],
@@ -74,6 +78,15 @@ function chooseFile(file) {
   showError("");
 }
 
+// The grounding options of the form (the upload's fields, and the body of a reground).
+function formOptions() {
+  return {
+    top: Number($("top-input").value || "5"),
+    fit_duration: $("fit-input").checked,
+    diverse: $("diverse-input").checked,
+  };
+}
+
 function progress(percent, text) {
   $("progress").hidden = false;
   const bar = $("progress-bar");
@@ -121,12 +134,13 @@ async function ground(event) {
   $("render-card").hidden = true;
   const form = new FormData();
   form.append("video", state.file, state.file.name);
-  form.append("top", $("top-input").value || "5");
-  form.append("fit_duration", $("fit-input").checked ? "true" : "false");
+  const options = formOptions();
+  for (const [name, value] of Object.entries(options)) form.append(name, String(value));
   progress(0, "Uploading\u2026");
   try {
     const result = await uploadVideo(form);
-    showResults(result);
+    state.uploadedFile = state.file;
+    showResults(result, options);
     setState("results");
   } catch (error) {
     if (error.status === 401) askToken("The server needs a valid API token.");
@@ -139,8 +153,38 @@ async function ground(event) {
   }
 }
 
-function showResults(result) {
+// The varied-tracks toggle after results: the kept upload ranked again with the form's options (no new upload).
+async function reground() {
+  const shown = ["results", "rendered"].includes(document.body.dataset.state);
+  if (!state.uploadId || !shown || state.file !== state.uploadedFile) return; // a new file: Find music uploads it
+  stopPreview();
+  showError("");
+  setState("regrounding");
+  $("ground-button").disabled = true;
+  progress(null, "Ranking again\u2026");
+  try {
+    const options = formOptions();
+    const body = { upload_id: state.uploadId, ...options, window_start: state.asked.window_start };
+    showResults(await mgsv.json("/v1/reground", postJson(body)), options);
+    setState("results");
+  } catch (error) {
+    if (error.status === 401) askToken("The server needs a valid API token.");
+    const again = error.code === "unknown_upload" ? " Choose Find music to upload it again." : "";
+    showError(`Ranking again failed: ${error.message}.${again}`.replace("..", "."));
+    setState("results");
+  } finally {
+    $("progress").hidden = true;
+    $("ground-button").disabled = false;
+  }
+}
+
+function postJson(body) {
+  return { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
+}
+
+function showResults(result, options) {
   state.uploadId = result.upload_id;
+  state.asked = { fit_duration: options.fit_duration, window_start: result.video.window_start };
   const video = $("query-video");
   if (video.src) URL.revokeObjectURL(video.src);
   video.src = URL.createObjectURL(state.file); // the upload itself, played locally: no second download
@@ -148,17 +192,19 @@ function showResults(result) {
   $("video-meta").textContent =
     `${state.file.name} \u00b7 ${info.duration.toFixed(1)} s \u00b7 ${info.width}\u00d7${info.height} ` +
     `\u00b7 grounded in ${result.seconds.toFixed(2)} s`;
+  $("result-notes").textContent = result.notes.join(" ");
+  $("result-notes").hidden = result.notes.length === 0;
   state.cards = result.moments.map((moment) => momentCard(moment, info.duration));
   $("moments").replaceChildren(...state.cards.map((card) => card.item));
   $("results").hidden = false;
   for (const card of state.cards) loadTrackMedia(card);
 }
 
-// A JSON GET that waits and tries again (twice) while the server answers 503 busy.
-async function jsonWhenFree(path) {
+// A JSON request that waits and tries again (twice) while the server answers 503 busy.
+async function jsonWhenFree(path, options = {}) {
   for (let attempt = 0; ; attempt += 1) {
     try {
-      return await mgsv.json(path);
+      return await mgsv.json(path, options);
     } catch (error) {
       if (error.status !== 503 || attempt >= 2) throw error;
       await new Promise((resolve) => setTimeout(resolve, 1000 * Number(error.retryAfter || 2)));
@@ -202,11 +248,7 @@ function momentCard(moment, videoSeconds) {
   title.className = "title";
   title.textContent = moment.title || moment.track_id;
   const detail = document.createElement("div");
-  detail.className = "muted small";
-  const who = moment.artist ? `${moment.artist} \u00b7 ` : "";
-  detail.textContent =
-    `${who}model: ${mgsv.seconds(moment.start_s)} \u2013 ${mgsv.seconds(moment.end_s)} ` +
-    `(${(moment.end_s - moment.start_s).toFixed(1)} s of ${mgsv.seconds(moment.track_duration)})`;
+  detail.className = "muted small detail";
   about.append(title, detail);
   if (moment.notes.length) {
     const notes = document.createElement("div");
@@ -250,11 +292,97 @@ function momentCard(moment, videoSeconds) {
   });
   const beatsNote = document.createElement("span");
   beatsNote.className = "muted small beats-note";
-  timeline.footEl.append(beatsNote);
+  const more = document.createElement("button");
+  more.type = "button";
+  more.className = "link more";
+  more.textContent = MORE_LABEL;
+  more.addEventListener("click", () => loadAlternatives(card));
+  timeline.footEl.append(beatsNote, more);
+  const choices = document.createElement("div");
+  choices.className = "alternatives";
+  choices.setAttribute("role", "group");
+  choices.setAttribute("aria-label", `Moments of ${label}`);
+  choices.hidden = true;
 
-  Object.assign(card, { play, render, timeline, beatsNote });
-  item.append(rank, about, score, play, render, timeline.root);
+  Object.assign(card, { play, render, timeline, beatsNote, more, choices, detail, options: [moment], chosen: 0 });
+  describe(card);
+  item.append(rank, about, score, play, render, timeline.root, choices);
   return card;
+}
+
+// The card's line under the title: the artist, and the chosen moment of the model.
+function describe(card) {
+  const { moment } = card;
+  const chosen = card.options[card.chosen];
+  const who = moment.artist ? `${moment.artist} \u00b7 ` : "";
+  const which = card.chosen === 0 ? "model" : `other moment ${card.chosen}`;
+  card.detail.textContent =
+    `${who}${which}: ${mgsv.seconds(chosen.start_s)} \u2013 ${mgsv.seconds(chosen.end_s)} ` +
+    `(${(chosen.end_s - chosen.start_s).toFixed(1)} s of ${mgsv.seconds(moment.track_duration)})`;
+}
+
+// "More from this track": up to 3 other moments of the track (POST /v1/alternatives), none overlapping the first.
+async function loadAlternatives(card) {
+  const { moment, more } = card;
+  more.disabled = true;
+  more.textContent = "Looking\u2026";
+  showError("");
+  const body = {
+    upload_id: state.uploadId,
+    track_id: moment.track_id,
+    avoid: [[moment.start_s, moment.end_s]],
+    alternatives: 3,
+    fit_duration: state.asked.fit_duration,
+    window_start: state.asked.window_start,
+  };
+  try {
+    const found = await jsonWhenFree("/v1/alternatives", postJson(body));
+    showChoices(card, [moment, ...found.moments]);
+    more.hidden = true;
+  } catch (error) {
+    if (error.status === 401) askToken("The server needs a valid API token.");
+    showError(`More from this track failed: ${error.message}`);
+    more.textContent = MORE_LABEL;
+  } finally {
+    more.disabled = false;
+  }
+}
+
+// The moments of a track as buttons under its timeline; the pressed one is where the music is.
+function showChoices(card, moments) {
+  card.options = moments;
+  const buttons = moments.map((m, index) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "alt";
+    button.dataset.start = m.start_s;
+    button.dataset.end = m.end_s;
+    const name = index === 0 ? "Model\u2019s pick" : `Other ${index}`;
+    button.textContent = `${name} ${mgsv.seconds(m.start_s)}\u2013${mgsv.seconds(m.end_s)}`;
+    button.addEventListener("click", () => choose(card, index));
+    return button;
+  });
+  const parts = [...buttons];
+  if (moments.length === 1) {
+    const none = document.createElement("span");
+    none.className = "muted small";
+    none.textContent = "No other moment: the rest of the track is shorter than your video.";
+    parts.push(none);
+  }
+  card.choices.replaceChildren(...parts);
+  card.choices.hidden = false;
+  choose(card, card.chosen, false);
+}
+
+function choose(card, index, move = true) {
+  const span = (m) => ({ start: m.start_s, end: m.end_s });
+  card.chosen = index;
+  card.choices.querySelectorAll("button.alt").forEach((button, i) => {
+    button.setAttribute("aria-pressed", i === index ? "true" : "false");
+  });
+  card.timeline.setOthers(card.options.filter((_, i) => i !== index).map(span));
+  if (move) card.timeline.setMoment(span(card.options[index]));
+  describe(card);
 }
 
 function stopPreview() {
@@ -400,6 +528,7 @@ async function renderMoment(card) {
   }
 }
 
+$("diverse-input").addEventListener("change", reground);
 $("snap-input").addEventListener("change", (event) => {
   for (const card of state.cards) card.timeline.setSnap(event.target.checked);
 });

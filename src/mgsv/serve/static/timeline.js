@@ -18,6 +18,8 @@ const TIMELINE = {
     waveSelected: "#4f46e5",
     moment: "#fff0c2",
     momentEdge: "#d99a12",
+    other: "#e3f4ea", // other moments of the track ("more from this track")
+    otherEdge: "#2f9e6a",
     beat: "#6d66e8",
     tick: "#8a90a6",
     label: "#646a80",
@@ -45,6 +47,7 @@ class Timeline {
     this.peaks = null;
     this.peaksMessage = "loading the waveform\u2026";
     this.beats = [];
+    this.others = [];
     this.snap = false;
     this.playhead = null;
     this.drag = null;
@@ -64,6 +67,18 @@ class Timeline {
     const start = clamp(this.moment.start, 0, Math.max(0, this.duration - TIMELINE.minSeconds));
     this.set(start, Math.min(start + this.maxLength, this.duration));
     if (commit) this.onCommit(this.selection());
+  }
+
+  // Another moment of the track becomes the moment: the selection goes there (as long as the video).
+  setMoment(moment) {
+    this.moment = moment;
+    this.reset();
+  }
+
+  // The other moments of the track, drawn as green bands: [{start, end}, ...].
+  setOthers(moments) {
+    this.others = moments;
+    this.render();
   }
 
   set(start, end) {
@@ -225,10 +240,13 @@ class Timeline {
     }
     this.label.textContent =
       `Start ${mgsv.seconds(start)} \u00b7 end ${mgsv.seconds(end)} \u00b7 ${(end - start).toFixed(1)} s`;
+    const others = this.others.length
+      ? `; other moments: ${this.others.map((o) => `${mgsv.seconds(o.start)} to ${mgsv.seconds(o.end)}`).join(", ")}`
+      : "";
     this.canvas.setAttribute(
       "aria-label",
-      `Waveform of ${this.title}, ${mgsv.seconds(duration)} long; the model's moment is ` +
-        `${mgsv.seconds(this.moment.start)} to ${mgsv.seconds(this.moment.end)}; the music ${text}`,
+      `Waveform of ${this.title}, ${mgsv.seconds(duration)} long; the chosen moment is ` +
+        `${mgsv.seconds(this.moment.start)} to ${mgsv.seconds(this.moment.end)}${others}; the music ${text}`,
     );
     this.scheduleDraw();
   }
@@ -258,7 +276,14 @@ class Timeline {
     const x = (seconds) => (seconds / this.duration) * width;
     const colors = TIMELINE.colors;
 
-    // The model's moment: a band behind the waveform, and its edge along the top.
+    // The other moments, then the model's moment: bands behind the waveform, each with its edge along the top.
+    for (const other of this.others) {
+      const width = Math.max(1, x(other.end) - x(other.start));
+      g.fillStyle = colors.other;
+      g.fillRect(x(other.start), 0, width, waveHeight);
+      g.fillStyle = colors.otherEdge;
+      g.fillRect(x(other.start), 0, width, 3 * ratio);
+    }
     g.fillStyle = colors.moment;
     g.fillRect(x(this.moment.start), 0, Math.max(1, x(this.moment.end) - x(this.moment.start)), waveHeight);
     g.fillStyle = colors.momentEdge;
