@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mgsv.errors import MgsvError
+from mgsv.models.dropout import Dropout, dropout
 
 
 class ModelInputError(MgsvError, ValueError):
@@ -180,7 +181,7 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.activation = activation
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the FFN to the last dimension."""
@@ -251,10 +252,16 @@ class MultiHeadAttention(nn.Module):
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
         """Scaled dot-product attention of projected [B, L, d] tensors -> [B, Lq, d] (before out_proj)."""
         mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(
-            self._heads(q), self._heads(k), self._heads(v),
-            attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-        )
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        if self.training and self.dropout > 0 and q.device.type == "cpu":
+            # What SDPA's math path computes with dropout, but with the fast CPU dropout mask (models/dropout.py).
+            logits = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            out = dropout(logits.softmax(-1), self.dropout).to(v.dtype) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                 dropout_p=self.dropout if self.training else 0.0)
         return out.transpose(1, 2).flatten(2)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None = None) -> Tensor:
@@ -300,7 +307,7 @@ class MultiHeadAttention(nn.Module):
         logits = (torch.bmm(folded_q, key_input.transpose(1, 2)) + bias[..., None]) / math.sqrt(head_dim)
         if key_mask is not None:
             logits = logits.masked_fill(~key_mask[:, None, :], float("-inf"))
-        weights = F.dropout(logits.softmax(-1), self.dropout, self.training)  # [B, Q*H, L]
+        weights = dropout(logits.softmax(-1), self.dropout, self.training)  # [B, Q*H, L]
         pooled = torch.bmm(weights.to(value_input.dtype), value_input)  # [B, Q*H, d]
         pooled = pooled.unflatten(1, (query.shape[1], heads))  # [B, Q, H, d]
         out = torch.einsum("bqhd,hed->bqhe", pooled, w_v)
@@ -321,7 +328,7 @@ class DetrEncoderLayer(nn.Module):
         self.attn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, "relu", dropout)
         self.ffn_norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, pos: Tensor, layout: TokenLayout) -> Tensor:
         """Packed rows x, pos [N, d] of `layout` -> [N, d]."""
@@ -359,7 +366,7 @@ class DetrDecoderLayer(nn.Module):
         self.cross_attn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, "relu", dropout)
         self.ffn_norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self, target: Tensor, query_pos: Tensor, memory_keys: Tensor, memory: Tensor, memory_mask: Tensor

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mgsv.models.dropout import Dropout
 from mgsv.models.layers import (
     MLP,
     DetrDecoder,
@@ -378,7 +379,7 @@ class XPool(nn.Module):
         self.norm_attn = nn.LayerNorm(dim)
         self.linear_proj = nn.Linear(dim, dim)
         self.norm_out = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def reset_parameters(self) -> None:
         """The official init: identity matrices and zero biases for every projection."""
@@ -637,7 +638,7 @@ class CrossFusion(nn.Module):
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, config.enhance_ffn_dim, "gelu", config.enhance_dropout)
         self.final_linear = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(config.enhance_dropout)
+        self.dropout = Dropout(config.enhance_dropout)
 
     def reset_parameters(self) -> None:
         """The official init: xavier-normal matrices (k and v drawn as one packed matrix), biases 0.01."""
