@@ -93,10 +93,8 @@ def sine_position_embedding(mask: Tensor, dim: int, temperature: float = 10000.0
 class Bucket:
     """Items of similar length whose attention runs together, padded to `length` (their longest)."""
 
-    rows: slice  # their packed rows
     items: Tensor  # their indices in the batch
     length: int  # padded length of the bucket
-    index: Tensor  # [rows] flat positions (item * length + t) inside the bucket's padded block
     mask: Tensor  # [items, length] bool
     key_mask: Tensor | None  # the mask attention needs: None when nothing in the bucket is padded
 
@@ -113,6 +111,8 @@ class TokenLayout:
     mask: Tensor  # [B, L] bool
     index: Tensor  # [N] flat positions (b * L + t) of the packed rows
     buckets: list[Bucket]
+    block_index: Tensor  # [N] positions of the rows in the buckets' padded blocks laid end to end
+    block_sizes: list[int]  # elements (items x length) of each bucket's block
 
     @classmethod
     def from_mask(cls, mask: Tensor, bucket_items: int = 64) -> TokenLayout:
@@ -127,7 +127,7 @@ class TokenLayout:
         index = order[item] * length + t
         counts = sorted_mask.sum(1).tolist()
         sorted_lengths = lengths.index_select(0, order).tolist()
-        buckets = []
+        buckets, block_index, block_sizes = [], [], []
         row = 0
         num_buckets = max(1, round(batch / bucket_items))
         bounds = [round(i * batch / num_buckets) for i in range(num_buckets + 1)]
@@ -135,12 +135,15 @@ class TokenLayout:
             rows = sum(counts[first:stop])
             span = slice(row, row + rows)
             bucket_length = sorted_lengths[first]
-            local = (item[span] - first) * bucket_length + t[span]
             bucket_mask = sorted_mask[first:stop, :bucket_length]
             key_mask = None if rows == bucket_mask.numel() else bucket_mask
-            buckets.append(Bucket(span, order[first:stop], bucket_length, local, bucket_mask, key_mask))
+            buckets.append(Bucket(order[first:stop], bucket_length, bucket_mask, key_mask))
+            # Flat positions (item * length + t) inside the bucket's block, which starts after the earlier ones.
+            block_index.append((item[span] - first) * bucket_length + t[span] + sum(block_sizes))
+            block_sizes.append((stop - first) * bucket_length)
             row += rows
-        return cls(mask=mask, index=index, buckets=buckets)
+        return cls(mask=mask, index=index, buckets=buckets, block_index=torch.cat(block_index),
+                   block_sizes=block_sizes)
 
     @property
     def batch(self) -> int:
@@ -159,12 +162,21 @@ class TokenLayout:
         flat = rows.new_zeros(self.batch * self.length, *rows.shape[1:]).index_copy_(0, self.index, rows)
         return flat.view(self.batch, self.length, *rows.shape[1:])
 
-    @staticmethod
-    def unpack_bucket(bucket: Bucket, rows: Tensor) -> Tensor:
-        """A bucket's rows [n, ...] -> its padded block [items, length, ...] (zeros at padding)."""
-        count = len(bucket.items)
-        flat = rows.new_zeros(count * bucket.length, *rows.shape[1:]).index_copy_(0, bucket.index, rows)
-        return flat.view(count, bucket.length, *rows.shape[1:])
+    def unpack_buckets(self, rows: Tensor) -> list[Tensor]:
+        """Valid rows [N, ...] -> each bucket's padded block [items, length, ...] (zeros at padding).
+
+        One scatter for all buckets, then a split: slicing rows bucket by bucket would make autograd build a
+        full-size zero gradient per bucket.
+        """
+        flat = rows.new_zeros(sum(self.block_sizes), *rows.shape[1:]).index_copy_(0, self.block_index, rows)
+        return [block.view(len(bucket.items), bucket.length, *rows.shape[1:])
+                for bucket, block in zip(self.buckets, flat.split(self.block_sizes))]
+
+    def pack_buckets(self, blocks: list[Tensor]) -> Tensor:
+        """The inverse of `unpack_buckets`: the buckets' padded blocks -> the valid rows [N, ...]."""
+        flat = torch.cat([block.reshape(-1, *block.shape[2:]) for block in blocks]) if len(blocks) > 1 else \
+            blocks[0].reshape(-1, *blocks[0].shape[2:])
+        return flat.index_select(0, self.block_index)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -283,14 +295,12 @@ class MultiHeadAttention(nn.Module):
 
     def attend_packed(self, query: Tensor, key: Tensor, value: Tensor, layout: TokenLayout) -> Tensor:
         """Self-attention over packed rows [N, d] (query, key and value rows share `layout`) -> [N, d]."""
-        projected = self._project(query, key, value)
+        projected = [layout.unpack_buckets(part) for part in self._project(query, key, value)]
         outputs = []
-        for bucket in layout.buckets:
-            blocks = [layout.unpack_bucket(bucket, part[bucket.rows]) for part in projected]
-            q, k, v = (x for block in blocks for x in block.split(self.dim, dim=-1))  # [items, length, d] each
-            out = self._attend(q, k, v, bucket.key_mask)
-            outputs.append(out.reshape(-1, self.dim).index_select(0, bucket.index))
-        return self.out_proj(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
+        for i, bucket in enumerate(layout.buckets):
+            q, k, v = (x for part in projected for x in part[i].split(self.dim, dim=-1))  # [items, length, d] each
+            outputs.append(self._attend(q, k, v, bucket.key_mask))
+        return self.out_proj(layout.pack_buckets(outputs))
 
     def attend_few(self, query: Tensor, key_input: Tensor, value_input: Tensor, key_mask: Tensor | None) -> Tensor:
         """Attention for few queries over a long memory, with k/v projections folded into the query side.

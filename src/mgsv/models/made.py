@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mgsv.models.cosine import pair_cosine
 from mgsv.models.dropout import Dropout
 from mgsv.models.layers import (
     MLP,
@@ -458,10 +459,10 @@ class XPool(nn.Module):
             linear = layout.unpack(uf @ forms)
             parts = (centred.float(), uf, uf * self.norm_out.weight.float())
             grams = uf.new_zeros(count, length, 3, length)
-            for bucket in layout.buckets:  # tracks of similar length: Grams padded to the bucket's length only
+            blocks = [layout.unpack_buckets(part) for part in parts]
+            for i, bucket in enumerate(layout.buckets):  # tracks of similar length: Grams padded to their length
                 size = bucket.length
-                blocks = [layout.unpack_bucket(bucket, part[bucket.rows]) for part in parts]
-                gram = torch.stack([b @ b.transpose(1, 2) for b in blocks], dim=2)  # [items, size, 3, size]
+                gram = torch.stack([b[i] @ b[i].transpose(1, 2) for b in blocks], dim=2)  # [items, size, 3, size]
                 grams[bucket.items, :size, :, :size] = gram
         return XPoolState(layout.unpack(keys), layout.unpack(u), grams.view(count, length, 3 * length), linear)
 
@@ -815,13 +816,11 @@ class MaDe(nn.Module):
     def _s1(video_emb: Tensor, h1: Tensor) -> Tensor:
         """S1[i, j] = cos(h(v)_i, h1[j, i]) from h1 in the music-major layout [M, Nv, d] -> float32 [Nv, M].
 
-        Reductions read h1 in its own precision (bf16 under autocast) instead of copying [M, Nv, d] to float32.
+        Reductions read h1 in its own precision (bf16 under autocast) instead of copying [M, Nv, d] to float32;
+        `pair_cosine` has a one-pass backward.
         """
         video = video_emb.float()
-        video = video / video.norm(dim=-1, keepdim=True)
-        dots = torch.einsum("mnd,nd->mn", h1, video.to(h1.dtype)).float()
-        norms = torch.linalg.vector_norm(h1, dim=-1).float()
-        return (dots / norms).T
+        return pair_cosine(h1, video / video.norm(dim=-1, keepdim=True))
 
     # -- detection --------------------------------------------------------------------------------------------
 
