@@ -894,15 +894,23 @@ class MaDe(nn.Module):
 
         The official sum runs over all `max_video_frames` rows, padded ones (zero tokens, so the projection is the
         bias) included; counting those rows explicitly makes the value independent of how the batch is padded.
+        The sum over frames of cos(query, frame) is query . (sum of the unit frame vectors), one product per query.
+
+        Computed without an autograd graph: with MaDe's single query the contrastive-align loss is
+        -x + logsumexp([x]), exactly 0 with an exactly zero gradient (training/losses.py), so a graph would only
+        carry zeros back (through a [B, frames, c] normalisation) and the align projections would receive zero
+        gradients, which leave Adam's update of them at zero as no gradient does.
         """
         if self.align_query_proj is None:
             return None
-        queries = F.normalize(self.align_query_proj(hidden.to(self.align_query_proj.weight.dtype)).float(), dim=-1)
-        frames = F.normalize(self.align_video_proj(video.tokens).float(), dim=-1)
-        per_frame = torch.einsum("lbqc,bfc->lbqf", queries, frames).masked_fill(~video.mask[:, None, :], 0.0)
-        padded = (self.config.max_video_frames - video.mask.sum(1)).clamp(min=0).float()
-        bias = F.normalize(self.align_video_proj.bias.float(), dim=-1)
-        return (per_frame.sum(-1) + padded[:, None] * (queries @ bias)) / 0.07
+        with torch.no_grad():
+            queries = self.align_query_proj(hidden.to(self.align_query_proj.weight.dtype)).float()
+            queries = F.normalize(queries, dim=-1)
+            frames = F.normalize(self.align_video_proj(video.tokens).float(), dim=-1)
+            frame_sum = frames.masked_fill(~video.mask[..., None], 0.0).sum(1)  # [B, c]
+            padded = (self.config.max_video_frames - video.mask.sum(1)).clamp(min=0).float()
+            bias = F.normalize(self.align_video_proj.bias.float(), dim=-1)
+            return (torch.einsum("lbqc,bc->lbq", queries, frame_sum) + padded[:, None] * (queries @ bias)) / 0.07
 
     # -- training forward -------------------------------------------------------------------------------------
 
