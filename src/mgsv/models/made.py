@@ -441,16 +441,17 @@ class XPool(nn.Module):
         cos(h(v), h1) needs only sums over the d channels of z, which expand into
             |c|^2 = w' Gc w, |u|^2 = w' Gu w, |g3 u|^2 = w' Gg w   (Gram matrices of vc_l, u_l, g3 u_l),
             u . r = w . (U r) for five fixed vectors r (`_fixed_forms`),  u . (g3 h(v)) = w . (U (g3 h(v))).
-        So a track stores its keys, U [L, d], the three Grams [L, 3L] and U r [L, 5]; a pair then costs two
+        So a track stores its keys, U [L, d], the three Grams [3, L, L] and U r [L, 5]; a pair then costs two
         d-wide dot products per segment and sums over segments, never a d-wide vector per pair. vc_l and u_l are
         affine in x_l, so each is one matrix product per segment (`_value_maps`).
         """
         layout = TokenLayout.from_mask(mask)
         x = self.norm_in(layout.pack(tokens))
         u_map, u_bias, c_map, c_bias = self._value_maps()
-        keys = self.k_proj(x)
-        u = F.linear(x, u_map.to(x.dtype), u_bias.to(x.dtype))
-        centred = F.linear(x, c_map.to(x.dtype), c_bias.to(x.dtype))
+        # keys, u_l and vc_l in one matrix product.
+        weight = torch.cat([self.k_proj.weight.float(), u_map, c_map]).to(x.dtype)
+        bias = torch.cat([self.k_proj.bias.float(), u_bias, c_bias]).to(x.dtype)
+        keys, u, centred = F.linear(x, weight, bias).split(self.dim, dim=-1)
         forms, _ = self._fixed_forms()
         count, length = mask.shape
         with torch.autocast(tokens.device.type, enabled=False):
@@ -458,13 +459,13 @@ class XPool(nn.Module):
             uf = u.float()
             linear = layout.unpack(uf @ forms)
             parts = (centred.float(), uf, uf * self.norm_out.weight.float())
-            grams = uf.new_zeros(count, length, 3, length)
+            grams = uf.new_zeros(count, 3, length, length)
             blocks = [layout.unpack_buckets(part) for part in parts]
             for i, bucket in enumerate(layout.buckets):  # tracks of similar length: Grams padded to their length
                 size = bucket.length
-                gram = torch.stack([b[i] @ b[i].transpose(1, 2) for b in blocks], dim=2)  # [items, size, 3, size]
-                grams[bucket.items, :size, :, :size] = gram
-        return XPoolState(layout.unpack(keys), layout.unpack(u), grams.view(count, length, 3 * length), linear)
+                gram = torch.stack([b[i] @ b[i].transpose(1, 2) for b in blocks], dim=1)  # [items, 3, size, size]
+                grams[bucket.items, :, :size, :size] = gram
+        return XPoolState(layout.unpack(keys), layout.unpack(u), grams, linear)
 
     def _value_maps(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Affine maps (float32) from x = LN1(s~) to u_l and to vc_l (see `track_state`)."""
@@ -561,17 +562,17 @@ class XPool(nn.Module):
                 part = state.select(tracks, length=int(lengths[tracks[0]]))
                 valid = mask.index_select(0, tracks)[None, :, :part.keys.shape[1]]
             m, length = len(tracks), part.keys.shape[1]
-            # Two matrix products over all (video, segment) pairs of the chunk: [Nv, m * L] -> [Nv, m, L].
-            logits = (q @ part.keys.reshape(-1, dim).T).view(num_videos, m, length)
-            w = logits.masked_fill(~valid, float("-inf")).softmax(-1, dtype=torch.float32)
-            uv = (video_g @ part.values.reshape(-1, dim).T).view(num_videos, m, length)
+            # Track-major layout [m, L, Nv] throughout: each of the two matrix products over all (segment, video)
+            # pairs of the chunk is one [m * L, d] x [d, Nv] product, and the per-track batched products below read
+            # it as it is (no transposed copies).
+            logits = (part.keys.reshape(-1, dim) @ q.T).view(m, length, num_videos)
+            w = logits.masked_fill(~valid.view(m, length, 1), float("-inf")).softmax(1, dtype=torch.float32)
+            uv = (part.values.reshape(-1, dim) @ video_g.T).view(m, length, num_videos)
             with torch.autocast(w.device.type, enabled=False):
-                # Row-wise dot products as einsum (a batched product): ~5x faster than multiply-then-sum here.
-                uv = torch.einsum("nml,nml->mn", uv.float(), w)  # u . (g3 h(v))
-                w = w.transpose(0, 1).contiguous()  # [m, Nv, L]: batched over tracks below
-                quad = torch.bmm(w, part.grams).view(m, num_videos, 3, length)
-                cc, uu, gu = torch.einsum("mnkl,mnl->mnk", quad, w).unbind(-1)
-                lin = torch.bmm(w, part.linear)  # [m, Nv, 5]
+                uv = uv.float().mul_(w).sum(1)  # u . (g3 h(v)) [m, Nv]
+                quad = torch.bmm(part.grams.view(m, 3 * length, length), w).view(m, 3, length, num_videos)
+                cc, uu, gu = (quad.mul_(w[:, None]).sum(2)).unbind(1)  # w' G w for the three Grams, [m, Nv] each
+                lin = torch.bmm(part.linear.transpose(1, 2), w).transpose(1, 2)  # [m, Nv, 5]
             s = torch.rsqrt(cc.clamp(min=0) / dim + eps2)  # 1 / sigma of LN2
             # LN3 statistics of z = s u + k0.
             mean = (s * lin[..., 0] + const["k0_sum"]) / dim
@@ -593,7 +594,7 @@ class XPoolState:
 
     keys: Tensor  # [M, L, d] k_proj(LN1(s~))
     values: Tensor  # [M, L, d] u_l = (I + W_p)(g2 * centred(out_proj(v_proj(LN1(s~)))))
-    grams: Tensor  # [M, L, 3L] float32 Gram matrices of centred values, u_l and g3 * u_l
+    grams: Tensor  # [M, 3, L, L] float32 Gram matrices of centred values, u_l and g3 * u_l
     linear: Tensor  # [M, L, 5] float32 u_l . r for the fixed vectors r
 
     def __len__(self) -> int:
@@ -601,12 +602,11 @@ class XPoolState:
 
     def select(self, index: Tensor, length: int | None = None) -> XPoolState:
         """Some tracks, optionally cut to their first `length` segments."""
-        full = self.keys.shape[1]
-        length = full if length is None else length
-        grams = self.grams.index_select(0, index).view(len(index), full, 3, full)[:, :length, :, :length]
+        length = self.keys.shape[1] if length is None else length
         return XPoolState(
             self.keys.index_select(0, index)[:, :length], self.values.index_select(0, index)[:, :length],
-            grams.reshape(len(index), length, 3 * length), self.linear.index_select(0, index)[:, :length],
+            self.grams.index_select(0, index)[:, :, :length, :length].contiguous(),
+            self.linear.index_select(0, index)[:, :length],
         )
 
     def padded(self, length: int) -> XPoolState:
@@ -614,10 +614,8 @@ class XPoolState:
         pad = length - self.keys.shape[1]
         if pad == 0:
             return self
-        full, count = self.keys.shape[1], len(self)
-        grams = F.pad(self.grams.view(count, full, 3, full), (0, pad, 0, 0, 0, pad)).view(count, length, 3 * length)
-        return XPoolState(F.pad(self.keys, (0, 0, 0, pad)), F.pad(self.values, (0, 0, 0, pad)), grams,
-                          F.pad(self.linear, (0, 0, 0, pad)))
+        return XPoolState(F.pad(self.keys, (0, 0, 0, pad)), F.pad(self.values, (0, 0, 0, pad)),
+                          F.pad(self.grams, (0, pad, 0, pad)), F.pad(self.linear, (0, 0, 0, pad)))
 
 
 class CrossFusion(nn.Module):
