@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from mgsv.models import MaDe, MaDeConfig, MusicEncoding, build_model, get_preset, list_presets
+from mgsv.models.dropout import dropout
 from mgsv.models.layers import ModelInputError, MultiHeadAttention, TokenLayout
 from mgsv.models.made import ABLATIONS, standardize_tokens
 from mgsv.models.registry import (
@@ -358,7 +359,7 @@ def test_folded_attention_equals_standard_attention() -> None:
     q = attn.q_proj(query).unflatten(-1, (4, 8))  # [B, Q, H, 8]
     k = attn.k_proj(keys).unflatten(-1, (4, 8))  # [B, L, H, 8]
     logits = torch.einsum("bqhe,blhe->bqhl", q, k).flatten(1, 2) / math.sqrt(8)  # [B, Q*H, L], as folded
-    weights = F.dropout(logits.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1), 0.5, True)
+    weights = dropout(logits.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1), 0.5, True)
     v = attn.v_proj(values).unflatten(-1, (4, 8))  # [B, L, H, 8]
     out = torch.einsum("bqhl,blhe->bqhe", weights.unflatten(1, (2, 4)), v).flatten(2)
     assert_close(folded, attn.out_proj(out), rtol=1e-4, atol=1e-4)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mgsv.errors import MgsvError
+from mgsv.models.dropout import Dropout, dropout
 
 
 class ModelInputError(MgsvError, ValueError):
@@ -92,10 +93,8 @@ def sine_position_embedding(mask: Tensor, dim: int, temperature: float = 10000.0
 class Bucket:
     """Items of similar length whose attention runs together, padded to `length` (their longest)."""
 
-    rows: slice  # their packed rows
     items: Tensor  # their indices in the batch
     length: int  # padded length of the bucket
-    index: Tensor  # [rows] flat positions (item * length + t) inside the bucket's padded block
     mask: Tensor  # [items, length] bool
     key_mask: Tensor | None  # the mask attention needs: None when nothing in the bucket is padded
 
@@ -112,6 +111,8 @@ class TokenLayout:
     mask: Tensor  # [B, L] bool
     index: Tensor  # [N] flat positions (b * L + t) of the packed rows
     buckets: list[Bucket]
+    block_index: Tensor  # [N] positions of the rows in the buckets' padded blocks laid end to end
+    block_sizes: list[int]  # elements (items x length) of each bucket's block
 
     @classmethod
     def from_mask(cls, mask: Tensor, bucket_items: int = 64) -> TokenLayout:
@@ -126,7 +127,7 @@ class TokenLayout:
         index = order[item] * length + t
         counts = sorted_mask.sum(1).tolist()
         sorted_lengths = lengths.index_select(0, order).tolist()
-        buckets = []
+        buckets, block_index, block_sizes = [], [], []
         row = 0
         num_buckets = max(1, round(batch / bucket_items))
         bounds = [round(i * batch / num_buckets) for i in range(num_buckets + 1)]
@@ -134,12 +135,15 @@ class TokenLayout:
             rows = sum(counts[first:stop])
             span = slice(row, row + rows)
             bucket_length = sorted_lengths[first]
-            local = (item[span] - first) * bucket_length + t[span]
             bucket_mask = sorted_mask[first:stop, :bucket_length]
             key_mask = None if rows == bucket_mask.numel() else bucket_mask
-            buckets.append(Bucket(span, order[first:stop], bucket_length, local, bucket_mask, key_mask))
+            buckets.append(Bucket(order[first:stop], bucket_length, bucket_mask, key_mask))
+            # Flat positions (item * length + t) inside the bucket's block, which starts after the earlier ones.
+            block_index.append((item[span] - first) * bucket_length + t[span] + sum(block_sizes))
+            block_sizes.append((stop - first) * bucket_length)
             row += rows
-        return cls(mask=mask, index=index, buckets=buckets)
+        return cls(mask=mask, index=index, buckets=buckets, block_index=torch.cat(block_index),
+                   block_sizes=block_sizes)
 
     @property
     def batch(self) -> int:
@@ -158,12 +162,21 @@ class TokenLayout:
         flat = rows.new_zeros(self.batch * self.length, *rows.shape[1:]).index_copy_(0, self.index, rows)
         return flat.view(self.batch, self.length, *rows.shape[1:])
 
-    @staticmethod
-    def unpack_bucket(bucket: Bucket, rows: Tensor) -> Tensor:
-        """A bucket's rows [n, ...] -> its padded block [items, length, ...] (zeros at padding)."""
-        count = len(bucket.items)
-        flat = rows.new_zeros(count * bucket.length, *rows.shape[1:]).index_copy_(0, bucket.index, rows)
-        return flat.view(count, bucket.length, *rows.shape[1:])
+    def unpack_buckets(self, rows: Tensor) -> list[Tensor]:
+        """Valid rows [N, ...] -> each bucket's padded block [items, length, ...] (zeros at padding).
+
+        One scatter for all buckets, then a split: slicing rows bucket by bucket would make autograd build a
+        full-size zero gradient per bucket.
+        """
+        flat = rows.new_zeros(sum(self.block_sizes), *rows.shape[1:]).index_copy_(0, self.block_index, rows)
+        return [block.view(len(bucket.items), bucket.length, *rows.shape[1:])
+                for bucket, block in zip(self.buckets, flat.split(self.block_sizes))]
+
+    def pack_buckets(self, blocks: list[Tensor]) -> Tensor:
+        """The inverse of `unpack_buckets`: the buckets' padded blocks -> the valid rows [N, ...]."""
+        flat = torch.cat([block.reshape(-1, *block.shape[2:]) for block in blocks]) if len(blocks) > 1 else \
+            blocks[0].reshape(-1, *blocks[0].shape[2:])
+        return flat.index_select(0, self.block_index)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -180,7 +193,7 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.activation = activation
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the FFN to the last dimension."""
@@ -251,10 +264,16 @@ class MultiHeadAttention(nn.Module):
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
         """Scaled dot-product attention of projected [B, L, d] tensors -> [B, Lq, d] (before out_proj)."""
         mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(
-            self._heads(q), self._heads(k), self._heads(v),
-            attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-        )
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        if self.training and self.dropout > 0 and q.device.type == "cpu":
+            # What SDPA's math path computes with dropout, but with the fast CPU dropout mask (models/dropout.py).
+            logits = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            out = dropout(logits.softmax(-1), self.dropout).to(v.dtype) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                 dropout_p=self.dropout if self.training else 0.0)
         return out.transpose(1, 2).flatten(2)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None = None) -> Tensor:
@@ -276,14 +295,12 @@ class MultiHeadAttention(nn.Module):
 
     def attend_packed(self, query: Tensor, key: Tensor, value: Tensor, layout: TokenLayout) -> Tensor:
         """Self-attention over packed rows [N, d] (query, key and value rows share `layout`) -> [N, d]."""
-        projected = self._project(query, key, value)
+        projected = [layout.unpack_buckets(part) for part in self._project(query, key, value)]
         outputs = []
-        for bucket in layout.buckets:
-            blocks = [layout.unpack_bucket(bucket, part[bucket.rows]) for part in projected]
-            q, k, v = (x for block in blocks for x in block.split(self.dim, dim=-1))  # [items, length, d] each
-            out = self._attend(q, k, v, bucket.key_mask)
-            outputs.append(out.reshape(-1, self.dim).index_select(0, bucket.index))
-        return self.out_proj(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
+        for i, bucket in enumerate(layout.buckets):
+            q, k, v = (x for part in projected for x in part[i].split(self.dim, dim=-1))  # [items, length, d] each
+            outputs.append(self._attend(q, k, v, bucket.key_mask))
+        return self.out_proj(layout.pack_buckets(outputs))
 
     def attend_few(self, query: Tensor, key_input: Tensor, value_input: Tensor, key_mask: Tensor | None) -> Tensor:
         """Attention for few queries over a long memory, with k/v projections folded into the query side.
@@ -300,7 +317,7 @@ class MultiHeadAttention(nn.Module):
         logits = (torch.bmm(folded_q, key_input.transpose(1, 2)) + bias[..., None]) / math.sqrt(head_dim)
         if key_mask is not None:
             logits = logits.masked_fill(~key_mask[:, None, :], float("-inf"))
-        weights = F.dropout(logits.softmax(-1), self.dropout, self.training)  # [B, Q*H, L]
+        weights = dropout(logits.softmax(-1), self.dropout, self.training)  # [B, Q*H, L]
         pooled = torch.bmm(weights.to(value_input.dtype), value_input)  # [B, Q*H, d]
         pooled = pooled.unflatten(1, (query.shape[1], heads))  # [B, Q, H, d]
         out = torch.einsum("bqhd,hed->bqhe", pooled, w_v)
@@ -321,7 +338,7 @@ class DetrEncoderLayer(nn.Module):
         self.attn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, "relu", dropout)
         self.ffn_norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, pos: Tensor, layout: TokenLayout) -> Tensor:
         """Packed rows x, pos [N, d] of `layout` -> [N, d]."""
@@ -359,7 +376,7 @@ class DetrDecoderLayer(nn.Module):
         self.cross_attn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, "relu", dropout)
         self.ffn_norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self, target: Tensor, query_pos: Tensor, memory_keys: Tensor, memory: Tensor, memory_mask: Tensor

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mgsv.models.contract import Capabilities, IndexLayout
+from mgsv.models.cosine import pair_cosine
+from mgsv.models.dropout import Dropout
 from mgsv.models.layers import (
     MLP,
     DetrDecoder,
@@ -392,7 +394,7 @@ class XPool(nn.Module):
         self.norm_attn = nn.LayerNorm(dim)
         self.linear_proj = nn.Linear(dim, dim)
         self.norm_out = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def reset_parameters(self) -> None:
         """The official init: identity matrices and zero biases for every projection."""
@@ -453,16 +455,17 @@ class XPool(nn.Module):
         cos(h(v), h1) needs only sums over the d channels of z, which expand into
             |c|^2 = w' Gc w, |u|^2 = w' Gu w, |g3 u|^2 = w' Gg w   (Gram matrices of vc_l, u_l, g3 u_l),
             u . r = w . (U r) for five fixed vectors r (`_fixed_forms`),  u . (g3 h(v)) = w . (U (g3 h(v))).
-        So a track stores its keys, U [L, d], the three Grams [L, 3L] and U r [L, 5]; a pair then costs two
+        So a track stores its keys, U [L, d], the three Grams [3, L, L] and U r [L, 5]; a pair then costs two
         d-wide dot products per segment and sums over segments, never a d-wide vector per pair. vc_l and u_l are
         affine in x_l, so each is one matrix product per segment (`_value_maps`).
         """
         layout = TokenLayout.from_mask(mask)
         x = self.norm_in(layout.pack(tokens))
         u_map, u_bias, c_map, c_bias = self._value_maps()
-        keys = self.k_proj(x)
-        u = F.linear(x, u_map.to(x.dtype), u_bias.to(x.dtype))
-        centred = F.linear(x, c_map.to(x.dtype), c_bias.to(x.dtype))
+        # keys, u_l and vc_l in one matrix product.
+        weight = torch.cat([self.k_proj.weight.float(), u_map, c_map]).to(x.dtype)
+        bias = torch.cat([self.k_proj.bias.float(), u_bias, c_bias]).to(x.dtype)
+        keys, u, centred = F.linear(x, weight, bias).split(self.dim, dim=-1)
         forms, _ = self._fixed_forms()
         count, length = mask.shape
         with torch.autocast(tokens.device.type, enabled=False):
@@ -470,13 +473,13 @@ class XPool(nn.Module):
             uf = u.float()
             linear = layout.unpack(uf @ forms)
             parts = (centred.float(), uf, uf * self.norm_out.weight.float())
-            grams = uf.new_zeros(count, length, 3, length)
-            for bucket in layout.buckets:  # tracks of similar length: Grams padded to the bucket's length only
+            grams = uf.new_zeros(count, 3, length, length)
+            blocks = [layout.unpack_buckets(part) for part in parts]
+            for i, bucket in enumerate(layout.buckets):  # tracks of similar length: Grams padded to their length
                 size = bucket.length
-                blocks = [layout.unpack_bucket(bucket, part[bucket.rows]) for part in parts]
-                gram = torch.stack([b @ b.transpose(1, 2) for b in blocks], dim=2)  # [items, size, 3, size]
-                grams[bucket.items, :size, :, :size] = gram
-        return XPoolState(layout.unpack(keys), layout.unpack(u), grams.view(count, length, 3 * length), linear)
+                gram = torch.stack([b[i] @ b[i].transpose(1, 2) for b in blocks], dim=1)  # [items, 3, size, size]
+                grams[bucket.items, :, :size, :size] = gram
+        return XPoolState(layout.unpack(keys), layout.unpack(u), grams, linear)
 
     def _value_maps(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Affine maps (float32) from x = LN1(s~) to u_l and to vc_l (see `track_state`)."""
@@ -568,17 +571,17 @@ class XPool(nn.Module):
                 part = state.select(tracks, length=int(lengths[tracks[0]]))
                 valid = mask.index_select(0, tracks)[None, :, :part.keys.shape[1]]
             m, length = len(tracks), part.keys.shape[1]
-            # Two matrix products over all (video, segment) pairs of the chunk: [Nv, m * L] -> [Nv, m, L].
-            logits = (q @ part.keys.reshape(-1, dim).T).view(num_videos, m, length)
-            w = logits.masked_fill(~valid, float("-inf")).softmax(-1, dtype=torch.float32)
-            uv = (video_g @ part.values.reshape(-1, dim).T).view(num_videos, m, length)
+            # Track-major layout [m, L, Nv] throughout: each of the two matrix products over all (segment, video)
+            # pairs of the chunk is one [m * L, d] x [d, Nv] product, and the per-track batched products below read
+            # it as it is (no transposed copies).
+            logits = (part.keys.reshape(-1, dim) @ q.T).view(m, length, num_videos)
+            w = logits.masked_fill(~valid.view(m, length, 1), float("-inf")).softmax(1, dtype=torch.float32)
+            uv = (part.values.reshape(-1, dim) @ video_g.T).view(m, length, num_videos)
             with torch.autocast(w.device.type, enabled=False):
-                # Row-wise dot products as einsum (a batched product): ~5x faster than multiply-then-sum here.
-                uv = torch.einsum("nml,nml->mn", uv.float(), w)  # u . (g3 h(v))
-                w = w.transpose(0, 1).contiguous()  # [m, Nv, L]: batched over tracks below
-                quad = torch.bmm(w, part.grams).view(m, num_videos, 3, length)
-                cc, uu, gu = torch.einsum("mnkl,mnl->mnk", quad, w).unbind(-1)
-                lin = torch.bmm(w, part.linear)  # [m, Nv, 5]
+                uv = uv.float().mul_(w).sum(1)  # u . (g3 h(v)) [m, Nv]
+                quad = torch.bmm(part.grams.view(m, 3 * length, length), w).view(m, 3, length, num_videos)
+                cc, uu, gu = (quad.mul_(w[:, None]).sum(2)).unbind(1)  # w' G w for the three Grams, [m, Nv] each
+                lin = torch.bmm(part.linear.transpose(1, 2), w).transpose(1, 2)  # [m, Nv, 5]
             s = torch.rsqrt(cc.clamp(min=0) / dim + eps2)  # 1 / sigma of LN2
             # LN3 statistics of z = s u + k0.
             mean = (s * lin[..., 0] + const["k0_sum"]) / dim
@@ -600,7 +603,7 @@ class XPoolState:
 
     keys: Tensor  # [M, L, d] k_proj(LN1(s~))
     values: Tensor  # [M, L, d] u_l = (I + W_p)(g2 * centred(out_proj(v_proj(LN1(s~)))))
-    grams: Tensor  # [M, L, 3L] float32 Gram matrices of centred values, u_l and g3 * u_l
+    grams: Tensor  # [M, 3, L, L] float32 Gram matrices of centred values, u_l and g3 * u_l
     linear: Tensor  # [M, L, 5] float32 u_l . r for the fixed vectors r
 
     def __len__(self) -> int:
@@ -608,12 +611,11 @@ class XPoolState:
 
     def select(self, index: Tensor, length: int | None = None) -> XPoolState:
         """Some tracks, optionally cut to their first `length` segments."""
-        full = self.keys.shape[1]
-        length = full if length is None else length
-        grams = self.grams.index_select(0, index).view(len(index), full, 3, full)[:, :length, :, :length]
+        length = self.keys.shape[1] if length is None else length
         return XPoolState(
             self.keys.index_select(0, index)[:, :length], self.values.index_select(0, index)[:, :length],
-            grams.reshape(len(index), length, 3 * length), self.linear.index_select(0, index)[:, :length],
+            self.grams.index_select(0, index)[:, :, :length, :length].contiguous(),
+            self.linear.index_select(0, index)[:, :length],
         )
 
     def padded(self, length: int) -> XPoolState:
@@ -621,10 +623,8 @@ class XPoolState:
         pad = length - self.keys.shape[1]
         if pad == 0:
             return self
-        full, count = self.keys.shape[1], len(self)
-        grams = F.pad(self.grams.view(count, full, 3, full), (0, pad, 0, 0, 0, pad)).view(count, length, 3 * length)
-        return XPoolState(F.pad(self.keys, (0, 0, 0, pad)), F.pad(self.values, (0, 0, 0, pad)), grams,
-                          F.pad(self.linear, (0, 0, 0, pad)))
+        return XPoolState(F.pad(self.keys, (0, 0, 0, pad)), F.pad(self.values, (0, 0, 0, pad)),
+                          F.pad(self.grams, (0, pad, 0, pad)), F.pad(self.linear, (0, 0, 0, pad)))
 
 
 class CrossFusion(nn.Module):
@@ -646,7 +646,7 @@ class CrossFusion(nn.Module):
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, config.enhance_ffn_dim, "gelu", config.enhance_dropout)
         self.final_linear = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(config.enhance_dropout)
+        self.dropout = Dropout(config.enhance_dropout)
 
     def reset_parameters(self) -> None:
         """The official init: xavier-normal matrices (k and v drawn as one packed matrix), biases 0.01."""
@@ -860,13 +860,11 @@ class MaDe(nn.Module):
     def _s1(video_emb: Tensor, h1: Tensor) -> Tensor:
         """S1[i, j] = cos(h(v)_i, h1[j, i]) from h1 in the music-major layout [M, Nv, d] -> float32 [Nv, M].
 
-        Reductions read h1 in its own precision (bf16 under autocast) instead of copying [M, Nv, d] to float32.
+        Reductions read h1 in its own precision (bf16 under autocast) instead of copying [M, Nv, d] to float32;
+        `pair_cosine` has a one-pass backward.
         """
         video = video_emb.float()
-        video = video / video.norm(dim=-1, keepdim=True)
-        dots = torch.einsum("mnd,nd->mn", h1, video.to(h1.dtype)).float()
-        norms = torch.linalg.vector_norm(h1, dim=-1).float()
-        return (dots / norms).T
+        return pair_cosine(h1, video / video.norm(dim=-1, keepdim=True))
 
     # -- detection --------------------------------------------------------------------------------------------
 
@@ -940,15 +938,23 @@ class MaDe(nn.Module):
 
         The official sum runs over all `max_video_frames` rows, padded ones (zero tokens, so the projection is the
         bias) included; counting those rows explicitly makes the value independent of how the batch is padded.
+        The sum over frames of cos(query, frame) is query . (sum of the unit frame vectors), one product per query.
+
+        Computed without an autograd graph: with MaDe's single query the contrastive-align loss is
+        -x + logsumexp([x]), exactly 0 with an exactly zero gradient (training/losses.py), so a graph would only
+        carry zeros back (through a [B, frames, c] normalisation) and the align projections would receive zero
+        gradients, which leave Adam's update of them at zero as no gradient does.
         """
         if self.align_query_proj is None:
             return None
-        queries = F.normalize(self.align_query_proj(hidden.to(self.align_query_proj.weight.dtype)).float(), dim=-1)
-        frames = F.normalize(self.align_video_proj(video.tokens).float(), dim=-1)
-        per_frame = torch.einsum("lbqc,bfc->lbqf", queries, frames).masked_fill(~video.mask[:, None, :], 0.0)
-        padded = (self.config.max_video_frames - video.mask.sum(1)).clamp(min=0).float()
-        bias = F.normalize(self.align_video_proj.bias.float(), dim=-1)
-        return (per_frame.sum(-1) + padded[:, None] * (queries @ bias)) / 0.07
+        with torch.no_grad():
+            queries = self.align_query_proj(hidden.to(self.align_query_proj.weight.dtype)).float()
+            queries = F.normalize(queries, dim=-1)
+            frames = F.normalize(self.align_video_proj(video.tokens).float(), dim=-1)
+            frame_sum = frames.masked_fill(~video.mask[..., None], 0.0).sum(1)  # [B, c]
+            padded = (self.config.max_video_frames - video.mask.sum(1)).clamp(min=0).float()
+            bias = F.normalize(self.align_video_proj.bias.float(), dim=-1)
+            return (torch.einsum("lbqc,bc->lbq", queries, frame_sum) + padded[:, None] * (queries @ bias)) / 0.07
 
     # -- training forward -------------------------------------------------------------------------------------
 

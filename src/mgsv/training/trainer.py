@@ -44,6 +44,7 @@ from mgsv.training.overrides import apply_recipe_overrides
 from mgsv.training.plots import plot_curves
 from mgsv.training.recipe import TrainingRecipe, param_groups, recipe_for
 from mgsv.training.schedule import warmup_cosine
+from mgsv.training.step import apply_gradients, build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,7 @@ class Trainer:
         seed_everything(self.recipe.seed)
         self.model = self.preset.build_model(self.config).to(self.device)
         self.groups = param_groups(self.model, self.recipe)
-        self.optimizer = torch.optim.Adam(
-            self.groups, betas=tuple(self.recipe.betas), eps=self.recipe.eps, weight_decay=self.recipe.weight_decay)
+        self.optimizer = build_optimizer(self.groups, self.recipe)
         self.total_steps = self.steps_per_epoch * self.recipe.epochs
         self.scheduler = warmup_cosine(self.optimizer, self.total_steps, self.recipe.warmup_rate)
         self.loss_weights = self.recipe.weights()
@@ -277,12 +277,7 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise MgsvError(f"training diverged at step {self.state.step}: loss is {loss.item()}; "
                                 "try a lower learning rate or fp32")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for group in self.optimizer.param_groups:
-                torch.nn.utils.clip_grad_norm_(group["params"], self.recipe.grad_clip_norm)
-            self.optimizer.step()
-            self.scheduler.step()
+            apply_gradients(loss, self.optimizer, self.scheduler, self.recipe.grad_clip_norm)
             self.state.step += 1
             for name in ("L_total", "L_ret", "L_loc", "loss_span", "loss_giou", "loss_label"):
                 if name in losses:
