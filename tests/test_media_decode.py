@@ -323,8 +323,15 @@ def test_device_is_not_a_media_file() -> None:
 
 def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_tone(tmp_path / "locked.wav", seconds=1)
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == path else real_access(p, mode))
+    real_open = os.open
+
+    def refusing_open(p, flags, *args):  # what the kernel answers a user without read permission
+        if Path(p) == path:
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(p, flags, *args)
+
+    # Root reads chmod-000 files, so the refusal is simulated here; tests/test_hostile_inputs.py runs it for real.
+    monkeypatch.setattr(os, "open", refusing_open)
     with pytest.raises(InputError, match="locked.wav: permission denied"):
         read_audio(path)
 

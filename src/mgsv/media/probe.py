@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mgsv.errors import InputError
+from mgsv.file_access import check_readable, os_error_reason, resolve_existing
 
 if TYPE_CHECKING:
     import av.container
@@ -82,16 +83,20 @@ class MediaInfo:
 def check_readable_file(path: str | os.PathLike[str]) -> Path:
     """Return `path` as a Path if it is a non-empty regular file we may read; otherwise raise InputError."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir():
-        raise InputError(path, "is a directory, not a media file")
-    if not path.is_file():
-        raise InputError(path, "is not a regular file")
-    if not os.access(path, os.R_OK):
-        raise InputError(path, "permission denied: the file is not readable")
-    if path.stat().st_size == 0:
-        raise InputError(path, "empty file (0 bytes)")
+    try:
+        if path.is_symlink() and not path.exists():
+            resolve_existing(path)  # a link loop or a link to nothing: raises, saying which
+        if not path.exists():
+            raise InputError(path, "file not found")
+        if path.is_dir():
+            raise InputError(path, "is a directory, not a media file")
+        if not path.is_file():
+            raise InputError(path, "is not a regular file")
+        check_readable(path, "media file")
+        if path.stat().st_size == 0:
+            raise InputError(path, "empty file (0 bytes)")
+    except OSError as exc:  # e.g. a folder on the way that may not be entered
+        raise InputError(path, os_error_reason(exc)) from exc
     return path
 
 
