@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mgsv.atomic_io import write_json_atomic
+from mgsv.atomic_io import make_temp_dir, write_json_atomic
 from mgsv.errors import InputError, MgsvError, OutputExistsError
 from mgsv.extract.discover import find_media
 from mgsv.extract.hashing import content_hash
@@ -230,7 +230,7 @@ class MusicLibrary:
             raise OutputExistsError(f"{root}: exists and is not an empty folder (not a music library)")
         root.parent.mkdir(parents=True, exist_ok=True)
         # Built under a temporary name and renamed into place, so that a library folder is never half made.
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        staging = make_temp_dir(root)  # not tempfile.mkdtemp: a library folder gets the umask's permissions
         try:
             FeatureStore.create(staging / FEATURES_DIR, {"music": spec})
             connection = sqlite3.connect(staging / DB_FILE)
