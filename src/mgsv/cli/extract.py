@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mgsv.cli import app
+from mgsv.cli.numbers import number_option
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"  # = mgsv.encoders.clip.DEFAULT_CLIP (not imported: keeps --help light)
 DEFAULT_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"  # = mgsv.encoders.ast.DEFAULT_AST
@@ -92,13 +93,15 @@ def extract_command(
         DtypeChoice.auto
     ),
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="Frames / windows per forward (default 32 / 4).")
+        int | None,
+        number_option("--batch-size", kind=int, min=1, help="Frames / windows per forward (default 32 / 4)."),
     ] = None,
     ids: Annotated[IdChoice, typer.Option("--ids", help="Item ids: the file stem, or its content hash.")] = (
         IdChoice.stem
     ),
     window: Annotated[
-        float, typer.Option("--window", min=0.0, help="Videos longer than 50 s: second the 50 s of frames start at.")
+        float,
+        number_option("--window", unit="s", min=0, help="Videos longer than 50 s: second the 50 s of frames start at."),
     ] = 0.0,
     device: Annotated[str, typer.Option("--device", help="Torch device for the encoders.")] = "cpu",
     engine: Annotated[

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from mgsv.cli import app
 from mgsv.cli.extract import DEFAULT_CLIP, DtypeChoice, print_problems, progress_bars
+from mgsv.cli.numbers import number_option
 
 
 class SnapChoice(str, Enum):
@@ -64,7 +65,7 @@ def ground_command(
     dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="CLIP precision (auto: bf16 where native).")] = (
         DtypeChoice.auto
     ),
-    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Tracks (one moment each) per video.")] = 5,
+    top: Annotated[int, number_option("--top", "-k", kind=int, min=1, help="Tracks (one moment each) per video.")] = 5,
     fit_duration: Annotated[
         bool, typer.Option("--fit-duration", help="Moments exactly as long as the video; shorter tracks are skipped.")
     ] = False,
@@ -72,21 +73,24 @@ def ground_command(
         SnapChoice | None, typer.Option("--snap", help="Move each moment's start onto a beat (needs librosa).")
     ] = None,
     window: Annotated[
-        float, typer.Option("--window", min=0.0, help="Videos longer than 50 s: second the 50 s of frames start at.")
+        float,
+        number_option("--window", unit="s", min=0, help="Videos longer than 50 s: second the 50 s of frames start at."),
     ] = 0.0,
     render: Annotated[
         Path | None,
         typer.Option("--render", help="Write the video with its top moment as soundtrack (a folder for several)."),
     ] = None,
     keep_audio: Annotated[
-        float, typer.Option("--keep-audio", min=0.0, help="With --render: gain of the video's own audio in the mix.")
+        float,
+        number_option("--keep-audio", min=0, max=1, help="With --render: gain of the video's own audio in the mix."),
     ] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="With --render: overwrite existing outputs.")] = False,
     precision: Annotated[
         PrecisionChoice, typer.Option("--precision", help="MaDe arithmetic: fp32, or bf16 autocast (faster on AMX).")
     ] = PrecisionChoice.fp32,
     min_duration: Annotated[
-        float | None, typer.Option("--min-duration", min=0.0, help="Only tracks at least this many seconds long.")
+        float | None,
+        number_option("--min-duration", unit="s", min=0, help="Only tracks at least this many seconds long."),
     ] = None,
     licence: Annotated[
         list[str] | None, typer.Option("--licence", help="Only tracks with this licence tag; repeat for any of several.")
@@ -95,7 +99,7 @@ def ground_command(
         list[str] | None, typer.Option("--tag", help="Only tracks with this tag, KEY=VALUE (e.g. genre=ambient); repeat.")
     ] = None,
     candidates: Annotated[
-        int, typer.Option("--candidates", min=1, help="Tracks scored exactly (the top K by h0 similarity).")
+        int, number_option("--candidates", kind=int, min=1, help="Tracks scored exactly (the top K by h0 similarity).")
     ] = 2000,
     index: Annotated[IndexChoice, typer.Option("--index", help="Candidate stage: exact scan, faiss or lance.")] = (
         IndexChoice.exact

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from mgsv.cli import app
 from mgsv.cli.extract import DEFAULT_AST, DtypeChoice, print_problems, progress_bars
+from mgsv.cli.numbers import number_option
 
 library_app = typer.Typer(
     help="A persistent music library: add music files once (decoded, AST-encoded, stored), list, remove.",
@@ -38,7 +39,7 @@ def add_command(
     dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="Encoder precision (auto: bf16 where native).")] = (
         DtypeChoice.auto
     ),
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="AST windows per forward.")] = 4,
+    batch_size: Annotated[int, number_option("--batch-size", kind=int, min=1, help="AST windows per forward.")] = 4,
     device: Annotated[str, typer.Option("--device", help="Torch device for the encoder.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from mgsv.errors import InputError
-from mgsv.media.limits import check_video_duration, check_video_stream
+from mgsv.limits import check_video_duration, check_video_stream
 from mgsv.media.probe import as_fraction, check_readable_file, open_media, stream_duration, video_stream
 
 if TYPE_CHECKING:

@@ -28,8 +28,8 @@ import numpy as np
 
 from mgsv.atomic_io import atomic_path
 from mgsv.errors import InputError, OutputExistsError
+from mgsv.limits import check_video_duration, check_video_stream
 from mgsv.media.decode import decode_stream, is_silent, read_audio_channels
-from mgsv.media.limits import check_video_duration, check_video_stream
 from mgsv.media.probe import check_readable_file, open_media, probe, video_stream
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def _video_timeline(video: Path) -> tuple[float, bool]:
         stream = video_stream(container)
         if stream is None:
             raise InputError(video, "has no video stream to put music under")
-        check_video_stream(video, container, stream)  # the limits of every door (mgsv.media.limits)
+        check_video_stream(video, container, stream)  # the limits of every door (mgsv.limits)
         first = last_end = None
         for packet in container.demux(stream):
             if packet.pts is None:

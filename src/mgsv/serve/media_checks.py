@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgsv.errors import InputError
-from mgsv.media.limits import VideoLengthError, check_video_duration, check_video_stream
+from mgsv.limits import VideoLengthError, check_video_duration, check_video_stream
 from mgsv.serve.http_errors import ApiError
 
 DURATION_TOLERANCE_S = 0.5  # container rounding: a 60.2 s file passes a 60 s limit
@@ -77,7 +77,7 @@ def inspect_video(path: Path, max_seconds: float) -> VideoInfo:
             stream = video_stream(container)
             if stream is None:
                 raise _not_media("it has no video stream")
-            check_video_stream(path, container, stream)  # the limits of every door (mgsv.media.limits)
+            check_video_stream(path, container, stream)  # the limits of every door (mgsv.limits)
             ctx = stream.codec_context
             codec = ctx.name
             declared = stream_duration(container, stream)

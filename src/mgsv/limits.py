@@ -10,7 +10,8 @@
   (48 kHz stereo float32, 1.4 GB per hour). Grounding reads at most 50 s of a video (a window), whatever its length.
   The server's own `--max-video-seconds` (default 60 s) may only be lower.
 
-docs/grounding.md and docs/serve.md list these limits; change them here only.
+docs/grounding.md and docs/serve.md list these limits; change them here only. This module imports nothing heavy
+(no numpy, torch or PyAV), so that command-line options can name the limits without slowing `mgsv --help`.
 """
 
 from __future__ import annotations
