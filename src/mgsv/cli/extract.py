@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mgsv.cli import app
 from mgsv.cli.numbers import number_option
+from mgsv.cli.text import visible
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"  # = mgsv.encoders.clip.DEFAULT_CLIP (not imported: keeps --help light)
 DEFAULT_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"  # = mgsv.encoders.ast.DEFAULT_AST
@@ -67,7 +68,7 @@ def print_problems(console: Console, title: str, problems: list[Any], style: str
         return
     console.print(f"[{style}]{title} ({len(problems)}):[/]", highlight=False)
     for problem in problems:
-        console.print(f"  {escape(problem.path)}: {escape(problem.reason)}", highlight=False, soft_wrap=True)
+        console.print(f"  {visible(problem.path)}: {visible(problem.reason)}", highlight=False, soft_wrap=True)
 
 
 @app.command("extract")

@@ -9,12 +9,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from mgsv.cli import app
 from mgsv.cli.extract import DEFAULT_CLIP, DtypeChoice, print_problems, progress_bars
 from mgsv.cli.numbers import number_option
+from mgsv.cli.text import visible
 
 
 class SnapChoice(str, Enum):
@@ -184,7 +184,7 @@ def ground_command(
 
 def _print_results(console: Console, results: list[dict[str, Any]]) -> None:
     for result in results:
-        table = Table(title=f"{escape(result['video'])} ({result['duration']:.1f} s)", title_justify="left")
+        table = Table(title=f"{visible(result['video'])} ({result['duration']:.1f} s)", title_justify="left")
         for column in ("#", "track", "title", "start", "end", "score", "notes"):
             table.add_column(
                 column, justify="right" if column in ("#", "start", "end", "score") else "left", overflow="fold"
@@ -193,13 +193,13 @@ def _print_results(console: Console, results: list[dict[str, Any]]) -> None:
             notes = list(m["notes"]) + (["on a beat"] if m["snapped"] else [])
             table.add_row(
                 str(m["rank"]),
-                escape(m["track_id"]),
-                escape(m["title"] or ""),
+                visible(m["track_id"]),
+                visible(m["title"]),
                 f"{m['start_s']:.2f}",
                 f"{m['end_s']:.2f}",
                 f"{m['score']:.3f}",
-                escape("; ".join(notes)),
+                visible("; ".join(notes)),
             )
         console.print(table)
         if result["rendered"]:
-            console.print(f"rendered: {escape(result['rendered']['path'])}", highlight=False, soft_wrap=True)
+            console.print(f"rendered: {visible(result['rendered']['path'])}", highlight=False, soft_wrap=True)
