@@ -284,8 +284,8 @@ def test_no_inputs_and_discovery(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 2 and "give --videos and/or --music" in err
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, _, err = run_cli(["extract", "--videos", str(empty), "--store", str(tmp_path / "s")], capsys)
-    assert code == 1 and "no video or music files found" in err
+    code, out, _ = run_cli(["extract", "--videos", str(empty), "--store", str(tmp_path / "s")], capsys)
+    assert code == 1 and f"{empty}: no video files in this folder" in out  # named, not silently ignored
 
     (empty / ".hidden.mp4").write_bytes(b"x")
     (empty / "notes.txt").write_text("x")

@@ -481,7 +481,10 @@ def test_adding_nothing_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     setup = make_tiny_setup(tmp_path / "models")
     library = MusicLibrary.create(tmp_path / "lib", setup.music_spec)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no music files found"):
-        library.add_files([tmp_path / "empty"], setup.ast)
-    code, _, err = run_cli(["library", "add", str(tmp_path / "empty"), "--library", str(tmp_path / "lib")], capsys)
-    assert code == 1 and "no music files found" in err
+    report = library.add_files([tmp_path / "empty"], setup.ast)  # the empty folder is a failure naming it
+    assert not report.ok and not report.added
+    assert [(p.path, p.reason.split(" (")[0]) for p in report.failures] == [
+        (str(tmp_path / "empty"), "no music files in this folder")
+    ]
+    code, out, _ = run_cli(["library", "add", str(tmp_path / "empty"), "--library", str(tmp_path / "lib")], capsys)
+    assert code == 1 and f"{tmp_path / 'empty'}: no music files in this folder" in out

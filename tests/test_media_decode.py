@@ -16,6 +16,7 @@ import soxr
 from media_factory import read_index_pattern, write_audio, write_test_video, write_tone, write_truncated_copy
 from PIL import Image
 
+from mgsv import limits
 from mgsv.errors import InputError
 from mgsv.media import decode, is_silent, probe, read_audio, read_audio_channels, read_video_frames
 from mgsv.media.resample import sinc_resample
@@ -121,7 +122,7 @@ def test_large_frames_are_downscaled_to_the_short_side_limit(tmp_path: Path) -> 
 
 def test_absurd_frame_size_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_test_video(tmp_path / "big.mp4", seconds=1, fps=1, size=(320, 240), audio=False)
-    monkeypatch.setattr(decode, "MAX_PIXELS", 300 * 200)
+    monkeypatch.setattr(limits, "MAX_PIXELS", 300 * 200)
     with pytest.raises(InputError, match=r"big.mp4: frames of 320x240 are too large to decode \(limit 60,000 pixels\)"):
         read_video_frames(path)
 
@@ -394,8 +395,15 @@ def test_device_is_not_a_media_file() -> None:
 
 def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_tone(tmp_path / "locked.wav", seconds=1)
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == path else real_access(p, mode))
+    real_open = os.open
+
+    def refusing_open(p, flags, *args):  # what the kernel answers a user without read permission
+        if Path(p) == path:
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(p, flags, *args)
+
+    # Root reads chmod-000 files, so the refusal is simulated here; tests/test_hostile_inputs.py runs it for real.
+    monkeypatch.setattr(os, "open", refusing_open)
     with pytest.raises(InputError, match="locked.wav: permission denied"):
         read_audio(path)
 

@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 from mgsv.cli import main
 from mgsv.data.annotations import COLUMNS, bundled_annotations, load_annotations
-from mgsv.data.predictions import Prediction, RankedTrack, write_predictions
+from mgsv.data.predictions import Prediction, RankedTrack, clip_moment, write_predictions
 from mgsv.errors import ProblemsError
 from mgsv.evaluation import metrics as m
 from mgsv.evaluation.scoring import baseline_scores, score_predictions
@@ -165,7 +165,7 @@ def official(parity_dir: Path) -> dict:
     top = np.argsort(-sim, axis=1, kind="stable")[:, :100]
     predictions = []
     for row, video_id in enumerate(inputs["video_id"].tolist()):
-        moment = (float(spans[row, 0]), float(spans[row, 1]))
+        moment = clip_moment(spans[row, 0], spans[row, 1])  # seconds >= 0, as the scorer clips (no metric changes)
         ranking = tuple(
             RankedTrack(music_ids[col], float(sim[row, col]), *(moment if col == row else (0.0, 30.0)))
             for col in top[row]

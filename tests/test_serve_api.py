@@ -711,7 +711,7 @@ def test_serve_refuses_unsafe_or_inconsistent_settings(
     code, out = run_cli(["serve", "--library", str(lib.library)], capsys)
     assert code == 1 and "--checkpoint" in out
     code, out = run_cli([*base, "--max-upload-mb", "0"], capsys)
-    assert code == 1 and "--max-upload-mb" in out
+    assert code == 2 and "--max-upload-mb" in out and "0 MB: must be more than 0" in out  # a usage error
     code, out = run_cli(["serve", "--library", str(lib.library), "--ab-study", "a.jsonl", "b.jsonl"], capsys)
     assert code == 1 and "--media" in out
     taken = socket.socket()

@@ -16,7 +16,14 @@ still see it. A process killed mid-write (SIGKILL, power loss) can leave such a 
 the track index and the Ray part folder sweep names starting with `TEMP_PREFIX`, so keep the prefix.
 
 Writes that commit several files at once (a store shard and then its manifest, a segment or checkpoint folder
-renamed into place) use `temp_path_for`, `fsync_file` and `fsync_directory` directly.
+renamed into place) use `temp_path_for`, `fsync_file` and `fsync_directory` directly; a folder assembled and then
+renamed into place starts as `make_temp_dir(target)`.
+
+Permissions: what is written here gets the permissions the umask gives any new file or folder (0644 / 0755 under
+the usual 0022), so that a library or a checkpoint an admin builds can be read by the service account that serves
+it. `tempfile.mkstemp` / `mkdtemp` would make them owner-only (0600 / 0700) and the rename would keep that; they
+are for private scratch space, not for anything published. Files that a library writes owner-only (safetensors'
+`save_file` makes 0600 files) get the umask's permissions with `apply_umask`.
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
 __all__ = [
     "TEMP_PREFIX",
+    "apply_umask",
     "atomic_path",
     "atomic_writer",
+    "current_umask",
     "fsync_directory",
     "fsync_file",
+    "make_temp_dir",
     "temp_path_for",
     "write_json_atomic",
 ]
@@ -47,6 +57,40 @@ def temp_path_for(path: str | os.PathLike[str]) -> Path:
     """A fresh temporary name beside `path`: `<folder>/.tmp-<32 hex digits>.<name of path>` (nothing is created)."""
     path = Path(path)
     return path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}.{path.name}"
+
+
+def make_temp_dir(path: str | os.PathLike[str]) -> Path:
+    """Create an empty folder beside `path` (named by `temp_path_for`) to assemble a folder that replaces `path`.
+
+    Unlike `tempfile.mkdtemp` (always 0700) the folder gets the umask's permissions, and keeps them when renamed.
+    """
+    folder = temp_path_for(path)
+    folder.mkdir()
+    return folder
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it (Linux reports it in /proc/self/status).
+
+    Elsewhere it is read the only other way, by setting it and setting it back, which briefly affects files other
+    threads create; this process's own writers call this only while publishing a folder, not while serving.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike[str]) -> None:
+    """Give `path` the permissions the umask gives a new file (0666 & ~umask) or folder (0777 & ~umask)."""
+    base = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, base & ~current_umask())
 
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:

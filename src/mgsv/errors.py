@@ -44,6 +44,10 @@ class ProblemsError(MgsvError):
         super().__init__("\n".join(lines))
 
 
+class BusyError(MgsvError):
+    """Another process holds what this one needs (a library's writer lock): the same request can succeed later."""
+
+
 class SpecMismatchError(MgsvError):
     """Features were made with another feature spec than the model or store expects."""
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mgsv.cli.text import visible
 from mgsv.errors import name_options
 
 
@@ -87,7 +87,7 @@ def print_problems(console: Console, title: str, problems: list[Any], style: str
         return
     console.print(f"[{style}]{title} ({len(problems)}):[/]", highlight=False)
     for problem in problems:
-        console.print(f"  {escape(problem.path)}: {escape(for_cli(problem.reason))}", highlight=False, soft_wrap=True)
+        console.print(f"  {visible(problem.path)}: {visible(for_cli(problem.reason))}", highlight=False, soft_wrap=True)
 
 
 

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mgsv.cli.data_app import data_app
+from mgsv.cli.numbers import number_option
 
 # Kept equal to mgsv.features.fetch.DEFAULT_REPO / DEFAULT_REVISION and mgsv.data.raw_fetch.RAW_REPO (not imported:
 # keeps --help light).
@@ -71,8 +72,10 @@ def import_command(
             "--csv", help="Import exactly the ids of these annotation CSVs (repeat the option); default: all files."
         ),
     ] = None,
-    stride: Annotated[float, typer.Option("--stride", help="Music window stride in seconds: 2.5, 5, 7.5 or 10.")] = 2.5,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Threads reading .pt files.")] = 4,
+    stride: Annotated[
+        float, number_option("--stride", unit="s", above=0, help="Music window stride in seconds: 2.5, 5, 7.5 or 10.")
+    ] = 2.5,
+    workers: Annotated[int, number_option("--workers", kind=int, min=1, help="Threads reading .pt files.")] = 4,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing store at --out.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mgsv.cli.data_app import data_app
+from mgsv.cli.numbers import MAX_SEED, number_option
 
 
 @data_app.command("split")
@@ -20,10 +21,17 @@ def split(
         typer.Option("--annotations", "-a", help="Annotation CSV(s) to pool: --annotations A.csv [B.csv ...]."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for train_data.csv, val_data.csv, test_data.csv.")],
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the draw (the same seed gives the same split).")],
-    val_size: Annotated[int, typer.Option("--val-size", min=1, help="Videos in val, each of a distinct track.")] = 2000,
+    seed: Annotated[
+        int,
+        number_option(
+            "--seed", kind=int, min=0, max=MAX_SEED, help="Seed of the draw (the same seed gives the same split)."
+        ),
+    ],
+    val_size: Annotated[
+        int, number_option("--val-size", kind=int, min=1, help="Videos in val, each of a distinct track.")
+    ] = 2000,
     test_size: Annotated[
-        int, typer.Option("--test-size", min=1, help="Videos in test, each of a distinct track.")
+        int, number_option("--test-size", kind=int, min=1, help="Videos in test, each of a distinct track.")
     ] = 2000,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing split files in --out.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,

@@ -7,17 +7,20 @@ from pathlib import Path
 import typer
 
 from mgsv.cli.data_app import data_app
+from mgsv.cli.numbers import MAX_SEED, number_option
 
 
 @data_app.command("synthetic")
 def synthetic(
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write (CSVs + features/)."),
-    tracks: int = typer.Option(400, help="Number of music tracks."),
-    train_videos: int = typer.Option(5600, help="Number of training query videos."),
-    val_size: int = typer.Option(200, help="Validation videos (distinct tracks)."),
-    test_size: int = typer.Option(200, help="Test videos (distinct tracks)."),
-    seed: int = typer.Option(0, help="Generator seed (another seed is another feature space)."),
-    frame_noise: float = typer.Option(0.5, help="Per-frame noise; larger is harder."),
+    tracks: int = number_option(400, kind=int, min=1, help="Number of music tracks."),
+    train_videos: int = number_option(5600, kind=int, min=1, help="Number of training query videos."),
+    val_size: int = number_option(200, kind=int, min=1, help="Validation videos (distinct tracks)."),
+    test_size: int = number_option(200, kind=int, min=1, help="Test videos (distinct tracks)."),
+    seed: int = number_option(
+        0, kind=int, min=0, max=MAX_SEED, help="Generator seed (another seed is another feature space)."
+    ),
+    frame_noise: float = number_option(0.5, min=0, help="Per-frame noise; larger is harder."),
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset in --out."),
 ) -> None:
     """Planted-signal benchmark data whose true track and moment are known (MGSV-EC shaped)."""

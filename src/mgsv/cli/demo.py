@@ -9,13 +9,16 @@ from rich.console import Console
 from rich.table import Table
 
 from mgsv.cli import app
+from mgsv.cli.numbers import number_option
 from mgsv.demo import EPOCHS
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("mgsv-demo"), "--out", "-o", help="Folder for everything the demo makes."),
-    epochs: int = typer.Option(EPOCHS, min=1, help="Training epochs of the demo model (about 2.5 s each on 2 cores)."),
+    epochs: int = number_option(
+        EPOCHS, kind=int, min=1, help="Training epochs of the demo model (about 2.5 s each on 2 cores)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace --out even if it is not an earlier demo's folder."),
 ) -> None:
     """Build a small library and query videos, train a tiny model, ground a video and render it (offline).

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from mgsv.cli import app
 from mgsv.cli.common import FrameTimesChoice, ResamplerChoice, parse_channel
+from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
 from mgsv.defaults import DEFAULT_CLIP_ID as DEFAULT_CLIP
 
@@ -85,7 +86,7 @@ def verify_command(
     ),
     min_cosine: Annotated[
         float | None,
-        typer.Option("--min-cosine", min=-1.0, max=1.0, help="Every token must reach this cosine (default 0.9999; "
+        number_option("--min-cosine", min=-1.0, max=1.0, help="Every token must reach this cosine (default 0.9999; "
                      "0.99 with --against-release)."),
     ] = None,
     against_release: Annotated[
@@ -114,7 +115,7 @@ def verify_command(
                      "evaluate on the released and on the re-extracted features."),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="With --against-release: check the first N test rows only.")
+        int | None, number_option("--limit", kind=int, min=1, help="With --against-release: check the first N test rows only.")
     ] = None,
     token: Annotated[
         str | None,
@@ -126,7 +127,7 @@ def verify_command(
                      "HF_HOME's hub cache).")
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="With --against-release: frames / windows per forward "
+        int | None, number_option("--batch-size", kind=int, min=1, help="With --against-release: frames / windows per forward "
                      "(default 32 / 4).")
     ] = None,
     music_channel: Annotated[
@@ -146,7 +147,7 @@ def verify_command(
     ] = None,
     jpeg_quality: Annotated[
         int | None,
-        typer.Option("--jpeg-quality", min=1, max=100, help="With --against-release: pass frames through JPEG files of this "
+        number_option("--jpeg-quality", kind=int, min=1, max=100, help="With --against-release: pass frames through JPEG files of this "
                      "quality, as the "
                      "official frames were (default: no JPEG round trip)."),
     ] = None,

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from mgsv.cli import app
 from mgsv.cli.common import DtypeChoice, FrameTimesChoice, ResamplerChoice, parse_channel, print_problems, progress_bars
+from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID
 
 
@@ -49,13 +50,15 @@ def extract_command(
         DtypeChoice.auto
     ),
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, help="Frames / windows per forward (default 32 / 4).")
+        int | None,
+        number_option("--batch-size", kind=int, min=1, help="Frames / windows per forward (default 32 / 4)."),
     ] = None,
     ids: Annotated[IdChoice, typer.Option("--ids", help="Item ids: the file stem, or its content hash.")] = (
         IdChoice.stem
     ),
     window_start: Annotated[
-        float, typer.Option("--window", min=0.0, help="Videos longer than 50 s: second the 50 s of frames start at.")
+        float,
+        number_option("--window", unit="s", min=0, help="Videos longer than 50 s: second the 50 s of frames start at."),
     ] = 0.0,
     device: Annotated[str, typer.Option("--device", help="Torch device for the encoders.")] = "cpu",
     engine: Annotated[
@@ -79,7 +82,7 @@ def extract_command(
     ] = FrameTimesChoice.cv2,
     jpeg_quality: Annotated[
         int | None,
-        typer.Option("--jpeg-quality", min=1, max=100, help="Pass frames through JPEG files of this quality, as "
+        number_option("--jpeg-quality", kind=int, min=1, max=100, help="Pass frames through JPEG files of this quality, as "
                      "the official frames were (default: no JPEG round trip)."),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,

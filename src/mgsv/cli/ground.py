@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from mgsv.cli import app
@@ -23,6 +22,8 @@ from mgsv.cli.common import (
     problems_json,
     progress_bars,
 )
+from mgsv.cli.numbers import number_option
+from mgsv.cli.text import visible
 from mgsv.defaults import DEFAULT_CLIP_ID
 
 
@@ -58,7 +59,7 @@ def ground_command(
     dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="CLIP precision (auto: bf16 where native).")] = (
         DtypeChoice.auto
     ),
-    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Tracks (one moment each) per video.")] = 5,
+    top: Annotated[int, number_option("--top", "-k", kind=int, min=1, help="Tracks (one moment each) per video.")] = 5,
     fit_duration: Annotated[
         bool, typer.Option("--fit-duration", help="Moments exactly as long as the video; shorter tracks are skipped.")
     ] = False,
@@ -66,11 +67,12 @@ def ground_command(
         SnapChoice | None, typer.Option("--snap", help="Move each moment's start onto a beat (needs librosa).")
     ] = None,
     window_start: Annotated[
-        float, typer.Option("--window", min=0.0, help="Videos longer than 50 s: second the 50 s of frames start at.")
+        float,
+        number_option("--window", unit="s", min=0, help="Videos longer than 50 s: second the 50 s of frames start at."),
     ] = 0.0,
     alternatives: Annotated[
         int,
-        typer.Option("--alternatives", min=0, max=3, help="Up to N other moments of each listed track (0-3)."),
+        number_option("--alternatives", kind=int, min=0, max=3, help="Up to N other moments of each listed track (0-3)."),
     ] = 0,
     diverse: Annotated[
         bool,
@@ -78,7 +80,7 @@ def ground_command(
     ] = False,
     diverse_cosine: Annotated[
         float,
-        typer.Option("--diverse-cosine", help="With --diverse: track embeddings at least this close (cosine, 0 to "
+        number_option("--diverse-cosine", min=0, max=1, help="With --diverse: track embeddings at least this close (cosine, 0 to "
                      "below 1) start to count as the same music."),
     ] = 0.9,  # = mgsv.search.diversity.DEFAULT_COSINE (tests/test_ground.py checks)
     render: Annotated[
@@ -86,14 +88,16 @@ def ground_command(
         typer.Option("--render", help="Write the video with its top moment as soundtrack (a folder for several)."),
     ] = None,
     keep_audio: Annotated[
-        float, typer.Option("--keep-audio", min=0.0, help="With --render: gain of the video's own audio in the mix.")
+        float,
+        number_option("--keep-audio", min=0, max=1, help="With --render: gain of the video's own audio in the mix."),
     ] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="With --render: overwrite existing outputs.")] = False,
     precision: Annotated[
         PrecisionChoice, typer.Option("--precision", help="MaDe arithmetic: fp32, or bf16 autocast (faster on AMX).")
     ] = PrecisionChoice.fp32,
     min_duration: Annotated[
-        float | None, typer.Option("--min-duration", min=0.0, help="Only tracks at least this many seconds long.")
+        float | None,
+        number_option("--min-duration", unit="s", min=0, help="Only tracks at least this many seconds long."),
     ] = None,
     licences: Annotated[
         list[str] | None, typer.Option("--licence", help="Only tracks with this licence tag; repeat for any of several.")
@@ -102,7 +106,7 @@ def ground_command(
         list[str] | None, typer.Option("--tag", help="Only tracks with this tag, KEY=VALUE (e.g. genre=ambient); repeat.")
     ] = None,
     candidates: Annotated[
-        int, typer.Option("--candidates", min=1, help="Tracks scored exactly (the top K by h0 similarity).")
+        int, number_option("--candidates", kind=int, min=1, help="Tracks scored exactly (the top K by h0 similarity).")
     ] = 2000,
     index: Annotated[IndexChoice, typer.Option("--index", help="Candidate stage: exact scan, faiss or lance.")] = (
         IndexChoice.exact
@@ -176,7 +180,7 @@ def ground_command(
 
 def _print_results(console: Console, results: list[dict[str, Any]]) -> None:
     for result in results:
-        table = Table(title=f"{escape(result['video'])} ({result['duration']:.1f} s)", title_justify="left")
+        table = Table(title=f"{visible(result['video'])} ({result['duration']:.1f} s)", title_justify="left")
         for column in ("#", "track", "title", "start", "end", "score", "notes"):
             table.add_column(
                 column, justify="right" if column in ("#", "start", "end", "score") else "left", overflow="fold"
@@ -187,15 +191,15 @@ def _print_results(console: Console, results: list[dict[str, Any]]) -> None:
                 first = shown is m
                 table.add_row(
                     str(m["rank"]) if first else "",
-                    escape(m["track_id"]) if first else f"  other moment {shown['alternative']}",
-                    escape(m["title"] or "") if first else "",
+                    visible(m["track_id"]) if first else f"  other moment {shown['alternative']}",
+                    visible(m["title"]) if first else "",
                     f"{shown['start_s']:.2f}",
                     f"{shown['end_s']:.2f}",
                     f"{m['score']:.3f}" if first else "",
-                    escape("; ".join(notes)),
+                    visible("; ".join(notes)),
                 )
         console.print(table)
         for note in result["notes"]:
-            console.print(f"note: {escape(for_cli(note))}", highlight=False, soft_wrap=True)
+            console.print(f"note: {visible(for_cli(note))}", highlight=False, soft_wrap=True)
         if result["rendered"]:
-            console.print(f"rendered: {escape(result['rendered']['path'])}", highlight=False, soft_wrap=True)
+            console.print(f"rendered: {visible(result['rendered']['path'])}", highlight=False, soft_wrap=True)

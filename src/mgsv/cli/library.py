@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from mgsv.cli import app
 from mgsv.cli.common import DtypeChoice, print_problems, progress_bars
+from mgsv.cli.numbers import number_option
+from mgsv.cli.text import visible
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
 
 library_app = typer.Typer(
@@ -39,7 +40,7 @@ def add_command(
     dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="Encoder precision (auto: bf16 where native).")] = (
         DtypeChoice.auto
     ),
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="AST windows per forward.")] = 4,
+    batch_size: Annotated[int, number_option("--batch-size", kind=int, min=1, help="AST windows per forward.")] = 4,
     device: Annotated[str, typer.Option("--device", help="Torch device for the encoder.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
@@ -78,7 +79,7 @@ def add_command(
             highlight=False,
         )
         for path, track_id in report.already:
-            console.print(f"  already there: {escape(path)} as {escape(track_id)}", highlight=False, soft_wrap=True)
+            console.print(f"  already there: {visible(path)} as {visible(track_id)}", highlight=False, soft_wrap=True)
         print_problems(console, "warnings", report.warnings, "yellow")
         print_problems(console, "failed", report.failures, "bold red")
     if not report.ok:
@@ -97,12 +98,12 @@ def list_command(
     if json_output:
         typer.echo(json.dumps([t.to_dict() for t in tracks]))
         return
-    table = Table(title=f"{escape(str(library))}: {len(tracks)} track(s)")
+    table = Table(title=f"{visible(str(library))}: {len(tracks)} track(s)")
     for column in ("id", "title", "artist", "duration", "licence"):
         table.add_column(column, justify="right" if column == "duration" else "left", overflow="fold")
     for track in tracks:
         duration = _minutes(track.duration) + (" *" if track.beyond_horizon else "")
-        table.add_row(*(escape(v or "") for v in (track.id, track.title, track.artist, duration, track.licence)))
+        table.add_row(*(visible(v) for v in (track.id, track.title, track.artist, duration, track.licence)))
     console = Console()
     console.print(table)
     if any(t.beyond_horizon for t in tracks):
@@ -123,4 +124,4 @@ def remove_command(
         typer.echo(json.dumps([t.to_dict() for t in removed]))
         return
     for track in removed:
-        Console().print(f"removed {escape(track.id)} ({escape(track.path)})", highlight=False, soft_wrap=True)
+        Console().print(f"removed {visible(track.id)} ({visible(track.path)})", highlight=False, soft_wrap=True)

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from mgsv.cli.common import DtypeChoice, ResamplerChoice, parse_channel, print_problems, progress_bars
 from mgsv.cli.library import LibraryOption, library_app
+from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
 
 
@@ -24,7 +25,7 @@ def reindex_command(
     dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="Encoder precision (auto: bf16 where native).")] = (
         DtypeChoice.auto
     ),
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="AST windows per forward.")] = 4,
+    batch_size: Annotated[int, number_option("--batch-size", kind=int, min=1, help="AST windows per forward.")] = 4,
     device: Annotated[str, typer.Option("--device", help="Torch device for the encoder.")] = "cpu",
     music_channel: Annotated[
         str, typer.Option("--music-channel", help="Audio channel AST hears: 0 (official), 1, ... or 'mean'.")

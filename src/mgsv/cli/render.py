@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mgsv.cli import app
+from mgsv.cli.numbers import number_option
 
 
 @app.command()
@@ -20,19 +21,30 @@ def render(
     track: Annotated[
         Path, typer.Option("--track", "-t", help="The music file (any format FFmpeg or libsndfile reads).")
     ],
-    start: Annotated[float, typer.Option("--start", "-s", help="Start of the music moment in the track (seconds).")],
+    start: Annotated[
+        float, number_option("--start", "-s", unit="s", min=0, help="Start of the music moment in the track (seconds).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4, .m4v, .mov or .mkv).")],
     end: Annotated[
         float | None,
-        typer.Option("--end", "-e", help="End of the moment (seconds); default: start + video duration."),
+        number_option("--end", "-e", unit="s", above=0, help="End of the moment (seconds); default: start + video "
+                      "duration."),
     ] = None,
     keep_audio: Annotated[
         float,
-        typer.Option("--keep-audio", help="Gain of the original audio mixed under the music (0 drops it, 1 keeps it)."),
+        number_option(
+            "--keep-audio", min=0, max=1,
+            help="Gain of the original audio mixed under the music (0 drops it, 1 keeps it).",
+        ),
     ] = 0.0,
-    fade: Annotated[float, typer.Option("--fade", help="Fade-in and fade-out of the music (seconds).")] = 0.5,
+    fade: Annotated[
+        float, number_option("--fade", unit="s", min=0, max=10, help="Fade-in and fade-out of the music (seconds).")
+    ] = 0.5,
     loudness: Annotated[
-        float, typer.Option("--loudness", help="Integrated loudness target of the music (LUFS, EBU R128).")
+        float,
+        number_option(
+            "--loudness", unit="LUFS", min=-70, max=0, help="Integrated loudness target of the music (LUFS, EBU R128)."
+        ),
     ] = -14.0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,

@@ -15,8 +15,13 @@ from rich.table import Table
 
 from mgsv.cli import app, err_console
 from mgsv.cli.common import DtypeChoice, IndexChoice, MemoryChoice, PrecisionChoice
+from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
 from mgsv.defaults import DEFAULT_CLIP_ID as DEFAULT_CLIP
+from mgsv.limits import MAX_VIDEO_SECONDS
+
+MAX_UPLOAD_MB = 1024 * 1024  # 1 TB: beyond any real video, and a bound that keeps the byte count an exact integer
+MAX_KEEP_MINUTES = 7 * 24 * 60  # a week: kept uploads are for rendering after grounding, not storage
 
 ANSWER_LABELS = {"A": "A better", "B": "B better", "both": "both acceptable", "neither": "neither"}
 
@@ -58,7 +63,7 @@ def serve_command(
         PrecisionChoice, typer.Option("--precision", help="MaDe arithmetic: fp32, or bf16 autocast (faster on AMX).")
     ] = PrecisionChoice.fp32,
     candidates: Annotated[
-        int, typer.Option("--candidates", min=1, help="Tracks scored exactly per request (the top K by h0).")
+        int, number_option("--candidates", kind=int, min=1, help="Tracks scored exactly per request (the top K by h0).")
     ] = 2000,
     index: Annotated[IndexChoice, typer.Option("--index", help="Candidate stage: exact scan, faiss or lance.")] = (
         IndexChoice.exact
@@ -70,7 +75,7 @@ def serve_command(
         MemoryChoice, typer.Option("--index-memory", help="Track index tokens: read per query (disk) or held (ram).")
     ] = MemoryChoice.disk,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")] = 8000,
+    port: Annotated[int, number_option("--port", kind=int, min=0, max=65535, help="Port (0: any free port).")] = 8000,
     api_token: Annotated[
         str | None,
         typer.Option("--api-token", envvar="MGSV_API_TOKEN", help="Bearer token for the API (prefer the env var)."),
@@ -79,15 +84,25 @@ def serve_command(
         str | None,
         typer.Option("--admin-token", envvar="MGSV_ADMIN_TOKEN", help="Bearer token for adding tracks (env var)."),
     ] = None,
-    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest upload accepted, in MB.")] = 200.0,
+    max_upload_mb: Annotated[
+        float,
+        number_option("--max-upload-mb", unit="MB", above=0, max=MAX_UPLOAD_MB, help="Largest upload accepted, in MB."),
+    ] = 200.0,
     max_video_seconds: Annotated[
-        float, typer.Option("--max-video-seconds", help="Longest video accepted, in seconds.")
+        float,
+        number_option(
+            "--max-video-seconds", unit="s", above=0, max=MAX_VIDEO_SECONDS, help="Longest video accepted, in seconds."
+        ),
     ] = 60.0,
     queue_size: Annotated[
-        int, typer.Option("--queue-size", min=0, help="Model jobs that may wait before requests get 503.")
+        int, number_option("--queue-size", kind=int, min=0, help="Model jobs that may wait before requests get 503.")
     ] = 8,
     keep_uploads_minutes: Annotated[
-        float, typer.Option("--keep-uploads-minutes", help="How long a grounded video stays renderable.")
+        float,
+        number_option(
+            "--keep-uploads-minutes", unit="min", above=0, max=MAX_KEEP_MINUTES,
+            help="How long a grounded video stays renderable, in minutes.",
+        ),
     ] = 10.0,
     music_dir: Annotated[
         Path | None, typer.Option("--music-dir", help="Where admin uploads are kept [default: LIBRARY/uploaded-music].")

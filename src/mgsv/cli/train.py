@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mgsv.cli import app
+from mgsv.cli.numbers import number_option
 
 console = Console()
 
@@ -25,9 +26,10 @@ def train(
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (faster on CPUs with AMX and on GPUs)."),
     device: str = typer.Option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch."),
-    train_fraction: float = typer.Option(1.0, help="Train on this random fraction of the train split (paper Fig. 5)."),
-    eval_top_k: int = typer.Option(0, help="Per-epoch validation: detect on each query's top-k tracks (0: the "
-                                           "official ground-truth-pair shortcut, same MoR@k, much faster)."),
+    train_fraction: float = number_option(
+        1.0, above=0, max=1, help="Train on this random fraction of the train split (paper Fig. 5)."),
+    eval_top_k: int = number_option(0, kind=int, min=0, help="Per-epoch validation: detect on each query's top-k "
+                                    "tracks (0: the official ground-truth-pair shortcut, same MoR@k, much faster)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Train a preset on a dataset folder with the official recipe (resumable; torchrun for several GPUs)."""
@@ -70,12 +72,13 @@ def evaluate_command(
     checkpoint: str | None = typer.Option(
         None, help="Which checkpoint of a run (default: best_mor1_iou07; best_miou or best_r1 for runs of "
                    "grounding-only or retrieval-only models)."),
-    top_k: int | None = typer.Option(
-        None, help="MsG: detect a moment on each query's top-k tracks (0: GT pair only). Default: 100 for models "
+    top_k: int | None = number_option(
+        None, kind=int, min=0,
+        help="MsG: detect a moment on each query's top-k tracks (0: GT pair only). Default: 100 for models "
                    "that rank and detect, 0 for grounding-only (SmG) or retrieval-only (V2MR) models."),
     precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(256, help="Videos/tracks per encoding forward."),
+    batch_size: int = number_option(256, kind=int, min=1, help="Videos/tracks per encoding forward."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: next to the checkpoint)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),

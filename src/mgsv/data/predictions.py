@@ -52,6 +52,11 @@ class Prediction:
         return obj
 
 
+# Moments are scored in float32, as the official code does (mgsv.evaluation.metrics): a number of larger magnitude
+# (a moment or a score) would overflow there, so it is refused when read.
+MAX_NUMBER = float(np.finfo(np.float32).max)
+
+
 class _LineProblem(Exception):
     """A problem with one JSONL line (collected, then reported with all others)."""
 
@@ -73,17 +78,38 @@ def _as_id(value: Any, field: str) -> str:
 def _as_number(value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _LineProblem(f"{field} must be a number, got {json.dumps(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float (JSON allows any number of digits)
+        raise _LineProblem(f"{field} is too large, got {str(value)[:20]}...") from None
     if not math.isfinite(number):
         raise _LineProblem(f"{field} must be finite, got {value}")
+    if abs(number) > MAX_NUMBER:
+        raise _LineProblem(f"{field} is too large ({value}; at most {MAX_NUMBER:.3g}, the float32 the scorer uses)")
     return number
 
 
+def _as_seconds(value: Any, field: str) -> float:
+    seconds = _as_number(value, field)
+    if seconds < 0:
+        raise _LineProblem(f"{field} must be >= 0 s (a moment is seconds into the track), got {value}")
+    return seconds
+
+
 def _as_moment(start: Any, end: Any, field: str) -> tuple[float, float]:
-    s, e = _as_number(start, f"{field} start"), _as_number(end, f"{field} end")
+    s, e = _as_seconds(start, f"{field} start"), _as_seconds(end, f"{field} end")
     if s > e:
         raise _LineProblem(f"{field} starts after it ends ({s} > {e})")
     return s, e
+
+
+def clip_moment(start: float, end: float) -> tuple[float, float]:
+    """A predicted moment as a predictions file holds it: seconds >= 0.
+
+    A model's normalised span can reach before the track's start (centre - width / 2 < 0); the official scorer
+    clips it at 0 (`mgsv.evaluation.metrics.moment_iou`), so clipping it here changes no metric.
+    """
+    return max(0.0, float(start)), max(0.0, float(end))
 
 
 def _well_formed_ranking(value: list[Any]) -> tuple[RankedTrack, ...] | None:
@@ -101,6 +127,8 @@ def _well_formed_ranking(value: list[Any]) -> tuple[RankedTrack, ...] | None:
         return None
     numbers = np.array([scores, starts, ends], dtype=np.float64).reshape(3, len(value))
     if not np.isfinite(numbers).all() or (numbers[1] > numbers[2]).any() or (np.diff(numbers[0]) > 0).any():
+        return None
+    if (numbers[1:] < 0).any() or (np.abs(numbers) > MAX_NUMBER).any():
         return None
     if len(set(ids)) != len(ids):
         return None
@@ -170,7 +198,7 @@ def read_predictions(path: str | PathLike[str]) -> list[Prediction]:
     problems: list[str] = []
     first_line_of_video: dict[str, int] = {}
     try:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:  # a UTF-8 BOM is accepted, as in the annotation CSVs
             for line_number, text in enumerate(handle, start=1):
                 if not text.strip():
                     continue

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import torch
 
 from mgsv.errors import InputError
+from mgsv.file_access import check_readable
 
 # Folder names of the Hugging Face hub cache: .../models--ORG--NAME/snapshots/<revision>.
 _HF_CACHE_SNAPSHOT = re.compile(r"models--(?P<org>[^/\\]+?)--(?P<name>[^/\\]+)$")
@@ -90,8 +91,11 @@ def resolve_source(name_or_path: str | os.PathLike[str], encoder_id: str | None 
             raise InputError(text, f"{problem} (expected a save_pretrained folder with config.json and weights)")
         if not (path / "config.json").is_file():
             raise InputError(text, "no config.json: not a save_pretrained model folder")
-        if not any(p.name.endswith(_WEIGHT_SUFFIXES) for p in path.iterdir()):
+        weights = [p for p in path.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES)]
+        if not weights:
             raise InputError(text, "no weight file (*.safetensors or *.bin) in the model folder")
+        for file in (path / "config.json", *weights):  # "permission denied" naming the file, not a traceback
+            check_readable(file, "model file")
         resolved = encoder_id or hub_id_of_cache_folder(path) or weights_fingerprint(path)
         return ModelSource(location=str(path), encoder_id=resolved, is_local=True)
     return ModelSource(location=text, encoder_id=encoder_id or text, is_local=False)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from mgsv.atomic_io import apply_umask
+
 TINY_CLIP_DIM = 16
 TINY_AST_DIM = 32
 
@@ -92,4 +94,6 @@ def save_pretrained_quietly(model: torch.nn.Module, folder: Path | str) -> Path:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    for path in folder.glob("*.safetensors"):  # safetensors writes them owner-only (0600): the umask decides instead
+        apply_umask(path)
     return folder

@@ -26,7 +26,7 @@ import numpy as np
 from torch import nn
 
 from mgsv.data.dataset import PairDataset
-from mgsv.data.predictions import Prediction, RankedTrack
+from mgsv.data.predictions import Prediction, RankedTrack, clip_moment
 from mgsv.evaluation import metrics
 from mgsv.inference.batched import Progress, detect_pairs, encode_items, relevance_matrix
 from mgsv.inference.spans import cw_to_seconds
@@ -72,10 +72,10 @@ class EvalResult:
             ranking = None
             if k:
                 ranking = tuple(
-                    RankedTrack(self.music_ids[c], float(self.scores[i, c]), *map(float, self.top_moments[i, j]))
+                    RankedTrack(self.music_ids[c], float(self.scores[i, c]), *clip_moment(*self.top_moments[i, j]))
                     for j, c in enumerate(self.top_columns[i, :k])
                 )
-            smg = None if self.smg_moments is None else (float(self.smg_moments[i, 0]), float(self.smg_moments[i, 1]))
+            smg = None if self.smg_moments is None else clip_moment(*self.smg_moments[i])
             gt_rank = None if self.gt_rank0 is None else int(self.gt_rank0[i]) + 1
             result.append(Prediction(video_id, smg, ranking, gt_rank))
         return result

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mgsv.atomic_io import make_temp_dir
 from mgsv.data.dataset import PairDataset
 from mgsv.data.predictions import write_predictions
 from mgsv.errors import InputError, OutputExistsError, SpecMismatchError
@@ -113,7 +113,7 @@ def run_evaluation(
     preset = "/".join(info.preset for info in infos)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging = make_temp_dir(out)  # not tempfile.mkdtemp: the umask decides who may read the results
     try:
         write_predictions(staging / "predictions.jsonl", result.predictions())
         details = {"checkpoint": target.checkpoint, "preset": preset, "data": target.data_dir, "split": split,

@@ -34,7 +34,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from mgsv.atomic_io import TEMP_PREFIX, fsync_directory, fsync_file, temp_path_for, write_json_atomic
-from mgsv.errors import InputError, MgsvError, OutputExistsError, ProblemsError
+from mgsv.errors import BusyError, InputError, MgsvError, OutputExistsError, ProblemsError
 from mgsv.features.spec import FeatureSpec
 from mgsv.manifests import read_versioned_json
 
@@ -62,7 +62,7 @@ class DuplicateIdError(InputError):
     """An id that is already stored (or already added in this writer session)."""
 
 
-class StoreBusyError(MgsvError):
+class StoreBusyError(BusyError):
     """Another process is writing the same modality of this store."""
 
 

@@ -2,8 +2,9 @@
 
 A folder contributes the files whose suffix is a known video (or audio) container; hidden files and folders
 (".DS_Store", "._clip.mp4" from macOS, ".git") are skipped. A file named explicitly is always taken, whatever its
-suffix, so that decoding can say what is wrong with it. Paths that do not exist or cannot be listed are reported
-as problems, not raised: a batch goes on with the files it found.
+suffix, so that decoding can say what is wrong with it. Paths that do not exist, cannot be listed or resolved
+(a symbolic link loop, a link to nothing), and folders that hold no file of the kind are reported as problems, not
+raised: a batch goes on with the files it found, and its exit code says that some inputs failed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from mgsv.errors import InputError
+from mgsv.file_access import os_error_reason, resolve_existing
 
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts"}
@@ -47,23 +51,40 @@ def find_media(inputs: list[Path] | tuple[Path, ...], kind: Kind) -> Discovered:
     seen: set[Path] = set()
 
     def take(path: Path) -> None:
-        key = path.resolve()
+        try:
+            key = resolve_existing(path)
+        except InputError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                key = Path(os.path.abspath(path))  # a link to nothing: decoding reports it with the other files
+            else:  # a link loop, a folder on the way that may not be entered: nothing could ever read it
+                found.problems.append((path, exc.problem))
+                return
         if key not in seen:
             seen.add(key)
             found.files.append(path)
 
     for given in inputs:
         path = Path(given)
-        if path.is_dir():
+        try:
+            is_dir, exists = path.is_dir(), path.exists() or path.is_symlink()
+        except OSError as exc:  # e.g. a folder on the way that may not be entered
+            found.problems.append((path, os_error_reason(exc)))
+            continue
+        if is_dir:
             files, problems = _walk(path, wanted)
             for file in files:
                 take(file)
             found.problems.extend(problems)
-        elif path.exists() or path.is_symlink():
+            if not files and not problems:
+                found.problems.append(
+                    (path, f"no {kind} files in this folder (searched for {', '.join(sorted(wanted))})")
+                )
+        elif exists:
             take(path)  # decoding decides whether it is usable (and reports a dangling link or a device)
         else:
             found.problems.append((path, "not found"))
     found.files.sort(key=lambda p: str(p))
+    found.problems = list(dict.fromkeys(found.problems))  # a bad file named and also found in a folder: once
     return found
 
 

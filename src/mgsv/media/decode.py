@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from mgsv.defaults import MAX_VIDEO_FRAMES, MAX_VIDEO_PIXELS
+from mgsv.defaults import MAX_VIDEO_FRAMES
 from mgsv.errors import InputError
+from mgsv.limits import check_video_duration, check_video_stream
 from mgsv.media.probe import as_fraction, check_readable_file, open_media, stream_duration, video_stream
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ MAX_FRAMES = MAX_VIDEO_FRAMES
 DEFAULT_MAX_SHORT_SIDE = 224
 FrameTimes = Literal["shown", "cv2"]
 FRAME_TIMES: tuple[str, ...] = ("shown", "cv2")
-# A larger header is refused: a decoder would allocate gigabytes per frame before we could downscale anything.
-MAX_PIXELS = MAX_VIDEO_PIXELS
 SILENCE_DBFS = -60.0  # a peak below this is treated as silence (the "silent" Vorbis file in Wesnoth peaks at -78)
 Resampler = Literal["soxr", "sinc"]
 RESAMPLERS: tuple[str, ...] = ("soxr", "sinc")
@@ -118,13 +117,8 @@ def read_video_frames(
         stream = video_stream(container)
         if stream is None:
             raise InputError(path, "has no video stream")
+        check_video_stream(path, container, stream)  # a still image, frames too large: refused before decoding
         ctx = stream.codec_context
-        if ctx.width <= 0 or ctx.height <= 0:
-            raise InputError(path, f"video stream has no frame size ({ctx.width}x{ctx.height})")
-        if ctx.width * ctx.height > MAX_PIXELS:
-            raise InputError(
-                path, f"frames of {ctx.width}x{ctx.height} are too large to decode (limit {MAX_PIXELS:,} pixels)"
-            )
         stream.thread_type = "AUTO"  # frame + slice threads: decoding every frame is the cost, conversion is not
         ctx.thread_count = threads
         rate = stream.average_rate or stream.guessed_rate
@@ -148,6 +142,8 @@ def read_video_frames(
                     path, f"window_start {window_start:g} s is past the end of the video ({float(duration):.2f} s)"
                 )
             raise InputError(path, "no video frames could be decoded")
+        if sampler.end is not None:  # the whole stream was read, so its length is measured, not declared
+            check_video_duration(path, float(sampler.end), max_seconds=None)  # grounding reads a window of any video
         fps = float(rate) if rate else sampler.frame_count / max(float(sampler.last_time), 1e-9)
         frames = np.stack([rgb for _, rgb in sampler.picked])
         has_audio = bool(container.streams.audio)

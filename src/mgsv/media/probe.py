@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mgsv.errors import InputError
+from mgsv.file_access import check_readable, os_error_reason, resolve_existing
 
 if TYPE_CHECKING:
     import av.container
@@ -82,16 +83,20 @@ class MediaInfo:
 def check_readable_file(path: str | os.PathLike[str]) -> Path:
     """Return `path` as a Path if it is a non-empty regular file we may read; otherwise raise InputError."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir():
-        raise InputError(path, "is a directory, not a media file")
-    if not path.is_file():
-        raise InputError(path, "is not a regular file")
-    if not os.access(path, os.R_OK):
-        raise InputError(path, "permission denied: the file is not readable")
-    if path.stat().st_size == 0:
-        raise InputError(path, "empty file (0 bytes)")
+    try:
+        if path.is_symlink() and not path.exists():
+            resolve_existing(path)  # a link loop or a link to nothing: raises, saying which
+        if not path.exists():
+            raise InputError(path, "file not found")
+        if path.is_dir():
+            raise InputError(path, "is a directory, not a media file")
+        if not path.is_file():
+            raise InputError(path, "is not a regular file")
+        check_readable(path, "media file")
+        if path.stat().st_size == 0:
+            raise InputError(path, "empty file (0 bytes)")
+    except OSError as exc:  # e.g. a folder on the way that may not be entered
+        raise InputError(path, os_error_reason(exc)) from exc
     return path
 
 
@@ -130,14 +135,14 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     path = check_readable_file(path)
     try:
         with open_media(path) as container:
-            return _describe(path, container)
+            return _with_declared_length(_describe(path, container))
     except InputError as error:
         if not isinstance(error.__cause__, av.error.FFmpegError):
             raise
         fallback = _probe_with_soundfile(path)
         if fallback is None:
             raise
-        return fallback
+        return _with_declared_length(fallback)
 
 
 def stream_seconds(stream: av.stream.Stream, value: int | None) -> float | None:
@@ -197,6 +202,46 @@ def _probe_with_soundfile(path: Path) -> MediaInfo | None:
         codec=info.subtype.lower(), sample_rate=info.samplerate, channels=info.channels, duration=info.duration
     )
     return MediaInfo(path, info.format.lower(), info.duration, None, audio, _mutagen_tags(path), reader="soundfile")
+
+
+# WAVE format tags whose data chunk is whole frames of block_align bytes, so that its size gives the exact length.
+_PCM_WAVE_FORMATS = {0x0001, 0x0003, 0xFFFE}  # PCM, IEEE float, WAVE_FORMAT_EXTENSIBLE
+# From this size up, a RIFF size field is the placeholder a streaming writer (FFmpeg, sox) leaves when it cannot
+# seek back to fill it in: the length is unknown, not declared.
+_UNKNOWN_RIFF_SIZE = 0x7FFFF000
+
+
+def _with_declared_length(info: MediaInfo) -> MediaInfo:
+    """`info` with the audio duration a WAV header declares, where FFmpeg and libsndfile report a shorter one.
+
+    Both clamp a WAV's data size to the bytes present, so a truncated WAV (a cut download) looks like a complete
+    shorter file. Its header still declares the whole length, as a FLAC or AIFF header does (and FFmpeg reports
+    those as declared), so a decoder that stops far before it shows the file is damaged (docs/grounding.md).
+    """
+    if info.audio is None or "wav" not in [name.strip() for name in info.format.split(",")]:
+        return info
+    declared = _declared_wav_seconds(info.path)
+    if declared is None or (info.audio.duration is not None and declared <= info.audio.duration):
+        return info
+    audio = replace(info.audio, duration=declared)
+    return replace(info, audio=audio, duration=max(declared, info.duration or 0.0))
+
+
+def _declared_wav_seconds(path: Path) -> float | None:
+    """The length a PCM WAV's header declares (its data chunk size), read by mutagen; None if it declares none."""
+    import mutagen
+    import mutagen.wave
+
+    try:
+        stream = mutagen.wave.WAVE(str(path)).info
+    except (mutagen.MutagenError, OSError, ValueError):
+        return None
+    if getattr(stream, "audio_format", None) not in _PCM_WAVE_FORMATS or not stream.sample_rate:
+        return None
+    data_bytes = stream.length * stream.bitrate / 8
+    if not stream.length or data_bytes >= _UNKNOWN_RIFF_SIZE:
+        return None
+    return float(stream.length)
 
 
 def _mutagen_tags(path: Path) -> dict[str, str]:

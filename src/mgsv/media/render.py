@@ -28,6 +28,7 @@ import numpy as np
 
 from mgsv.atomic_io import atomic_path
 from mgsv.errors import InputError, OptionError, OutputExistsError
+from mgsv.limits import check_video_duration, check_video_stream
 from mgsv.media.decode import decode_stream, is_silent, read_audio_channels
 from mgsv.media.probe import check_readable_file, open_media, probe, video_stream
 
@@ -86,7 +87,7 @@ def render_with_music(
     """Write `video` with the music moment [start, end] of `track` as its soundtrack to `out`; see the module doc."""
     video = check_readable_file(video)
     track = check_readable_file(track)
-    out = _check_output(Path(out), video, force)
+    out = _check_output(Path(out), video, track, force)
     _check_numbers(start, end, keep_audio, fade, loudness)
 
     video_duration, has_audio = _video_timeline(video)
@@ -146,13 +147,23 @@ def render_with_music(
 # ------------------------------------------------------------------------------------------------ checks
 
 
-def _check_output(out: Path, video: Path, force: bool) -> Path:
+def _same_file(out: Path, source: Path) -> bool:
+    """True if `out` is `source` under any name (same device and inode: a symbolic or a hard link to it)."""
+    try:
+        return os.path.samefile(out, source)
+    except OSError:  # `out` does not exist (yet), or cannot be looked at: it is not an existing input
+        return False
+
+
+def _check_output(out: Path, video: Path, track: Path, force: bool) -> Path:
     if out.suffix.lower() not in COPYABLE:
         raise InputError(
             out, f"unsupported output type {out.suffix or '(none)'}; use one of {', '.join(sorted(COPYABLE))}"
         )
-    if out.exists() and out.resolve() == video.resolve():
-        raise InputError(out, "the output would overwrite the input video; choose another `out`")
+    for role, source in (("video", video), ("music track", track)):
+        if _same_file(out, source):  # the same path, or a symbolic or hard link to it: --force does not matter
+            alias = "" if out == source else f" {source} (the same file under another name)"
+            raise InputError(out, f"the output would overwrite the input {role}{alias}; choose another `out`")
     if out.is_dir():
         raise InputError(out, "is a directory; `out` must be a file name")
     if out.exists() and not force:
@@ -188,6 +199,7 @@ def _video_timeline(video: Path) -> tuple[float, bool]:
         stream = video_stream(container)
         if stream is None:
             raise InputError(video, "has no video stream to put music under")
+        check_video_stream(video, container, stream)  # the limits of every door (mgsv.limits)
         first = last_end = None
         for packet in container.demux(stream):
             if packet.pts is None:
@@ -197,7 +209,9 @@ def _video_timeline(video: Path) -> tuple[float, bool]:
             last_end = end if last_end is None else max(last_end, end)
         if first is None or last_end is None or last_end <= first:
             raise InputError(video, "the video stream has no frames")
-        return float((last_end - first) * stream.time_base), bool(container.streams.audio)
+        seconds = float((last_end - first) * stream.time_base)
+        check_video_duration(video, seconds)
+        return seconds, bool(container.streams.audio)
 
 
 def _music_moment(track: Path, start: float, end: float | None, video_duration: float) -> tuple[np.ndarray, float]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mgsv import __version__
-from mgsv.atomic_io import fsync_directory, fsync_file
+from mgsv.atomic_io import apply_umask, fsync_directory, fsync_file, make_temp_dir
 from mgsv.errors import InputError, OutputExistsError
+from mgsv.file_access import check_readable
 from mgsv.hub.resolve import resolve_checkpoint
 from mgsv.manifests import check_format
 from mgsv.models.registry import ConfigError, UnknownPresetError, config_from_dict, get_preset
@@ -90,9 +90,10 @@ def save_checkpoint(
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     # A folder swapped in whole (two files, and an old checkpoint retired first), so not mgsv.atomic_io's writer.
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    staging = make_temp_dir(folder)  # not tempfile.mkdtemp (0700): the umask decides, as for any folder
     try:
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "preset": preset})
+        apply_umask(staging / WEIGHTS_FILE)  # save_file makes it owner-only (0600)
         with open(staging / CONFIG_FILE, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -101,7 +102,7 @@ def save_checkpoint(
         fsync_directory(staging)
         if folder.exists():
             # Move the old checkpoint aside first: a directory cannot be renamed over a non-empty one.
-            retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            retired = make_temp_dir(folder)
             os.replace(folder, retired / folder.name)
             os.replace(staging, folder)
             shutil.rmtree(retired, ignore_errors=True)
@@ -114,6 +115,17 @@ def save_checkpoint(
     return folder
 
 
+def _run_folder_hint(folder: Path) -> str:
+    """For a training run folder given instead of one of its checkpoints: where the checkpoints are."""
+    from mgsv.models.run_folder import checkpoints_in_run
+
+    found = checkpoints_in_run(folder, CONFIG_FILE)
+    if found is None:
+        return ""
+    holder, names = found
+    return f"; it holds training checkpoints: pass one of them, {holder / '<name>'} (found: {', '.join(names)})"
+
+
 def read_checkpoint_info(folder: str | os.PathLike[str]) -> CheckpointInfo:
     """Read and validate config.json (not the weights); `folder` may be an `hf:OWNER/NAME[@REVISION]` reference."""
     folder = resolve_checkpoint(folder)  # hf: references: downloaded once into the Hugging Face cache
@@ -121,9 +133,9 @@ def read_checkpoint_info(folder: str | os.PathLike[str]) -> CheckpointInfo:
         raise InputError(folder, "no such checkpoint folder" if not folder.exists() else "not a checkpoint folder")
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
-        raise InputError(config_path, "missing: not an mgsv checkpoint folder")
+        raise InputError(config_path, "missing: not an mgsv checkpoint folder" + _run_folder_hint(folder))
     try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
+        data = json.loads(check_readable(config_path, "checkpoint config").read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(config_path, f"not valid JSON ({exc})") from exc
     check_format(data, config_path, format_name=FORMAT, version=FORMAT_VERSION, what="mgsv checkpoint config")
@@ -155,6 +167,7 @@ def load_checkpoint(
     weights_path = info.path / WEIGHTS_FILE
     if not weights_path.is_file():
         raise InputError(weights_path, "missing: the checkpoint has no weights")
+    check_readable(weights_path, "weights file")  # safetensors would call an unreadable file "No such file"
     try:
         state = load_file(str(weights_path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:

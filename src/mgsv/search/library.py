@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mgsv.atomic_io import write_json_atomic
+from mgsv.atomic_io import make_temp_dir, write_json_atomic
 from mgsv.errors import InputError, OutputExistsError
 from mgsv.features.spec import FeatureSpec
 from mgsv.features.store import FeatureStore, FeatureTable
@@ -85,7 +84,7 @@ class MusicLibrary:
             raise OutputExistsError(f"{root}: exists and is not an empty folder (not a music library)")
         root.parent.mkdir(parents=True, exist_ok=True)
         # Built under a temporary name and renamed into place, so that a library folder is never half made.
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        staging = make_temp_dir(root)  # not tempfile.mkdtemp: a library folder gets the umask's permissions
         try:
             FeatureStore.create(staging / FEATURES_DIR, {"music": spec})
             TrackCatalog.create(staging / DB_FILE, FORMAT_VERSION)

@@ -18,7 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from mgsv.errors import MgsvError
+from mgsv.errors import BusyError, MgsvError
 from mgsv.serve.auth import get_runtime, require_admin
 from mgsv.serve.ground_api import ERRORS, multipart_body, track_out
 from mgsv.serve.http_errors import ApiError
@@ -32,6 +32,10 @@ log = logging.getLogger("mgsv.serve")
 # Container format (FFmpeg's first name for it) -> file extension of the kept copy.
 EXTENSIONS = {"ogg": ".ogg", "mp3": ".mp3", "flac": ".flac", "wav": ".wav", "mov": ".m4a", "matroska": ".mka",
               "aiff": ".aiff", "aac": ".aac", "w64": ".w64", "asf": ".wma"}  # fmt: skip
+
+# Retry-After of an upload refused because another process holds the library's writer lock: an `mgsv library add`
+# encodes a track in seconds to a minute (docs/serve.md), so a retry soon is likely to find the library free.
+LIBRARY_BUSY_RETRY_AFTER_S = 30
 
 router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=ERRORS, tags=["admin"])
 
@@ -67,6 +71,13 @@ def _add_job(runtime: Runtime, upload: ReceivedUpload, container_format: str) ->
             shutil.move(upload.path, target)
     try:
         report = library.add_files([target], runtime.ast_encoder)
+    except BusyError as exc:  # e.g. an `mgsv library add` is writing: the same upload succeeds once it is done
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise ApiError(
+            503, "busy", f"the library is being changed by another process; retry in {LIBRARY_BUSY_RETRY_AFTER_S} s",
+            {"Retry-After": str(LIBRARY_BUSY_RETRY_AFTER_S)},
+        ) from exc
     except MgsvError as exc:  # e.g. --ast makes tokens of another spec than the library's: the server's setup
         if created:
             shutil.rmtree(folder, ignore_errors=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mgsv.defaults import MAX_VIDEO_PIXELS as MAX_PIXELS
 from mgsv.errors import InputError
+from mgsv.limits import VideoLengthError, check_video_duration, check_video_stream
 from mgsv.serve.http_errors import ApiError
 
 DURATION_TOLERANCE_S = 0.5  # container rounding: a 60.2 s file passes a 60 s limit
@@ -77,9 +77,8 @@ def inspect_video(path: Path, max_seconds: float) -> VideoInfo:
             stream = video_stream(container)
             if stream is None:
                 raise _not_media("it has no video stream")
+            check_video_stream(path, container, stream)  # the limits of every door (mgsv.limits)
             ctx = stream.codec_context
-            if ctx.width <= 0 or ctx.height <= 0 or ctx.width * ctx.height > MAX_PIXELS:
-                raise _not_media(f"its frame size {ctx.width}x{ctx.height} is not supported")
             codec = ctx.name
             declared = stream_duration(container, stream)
             if declared is not None and declared > max_seconds + DURATION_TOLERANCE_S:
@@ -108,7 +107,12 @@ def inspect_video(path: Path, max_seconds: float) -> VideoInfo:
         raise _not_media("no video frame could be decoded")
     if first is None or last_end is None or last_end <= first:
         raise _not_media("its video stream has no timed frames")
-    return VideoInfo(float((last_end - first) * time_base), ctx.width, ctx.height, codec, has_audio)
+    seconds = float((last_end - first) * time_base)
+    try:
+        check_video_duration(path, seconds, max_seconds=None)  # the longest is this server's own limit, above
+    except VideoLengthError as exc:
+        raise ApiError(422, "video_too_short", f"the uploaded video is too short: {exc.problem}") from exc
+    return VideoInfo(seconds, ctx.width, ctx.height, codec, has_audio)
 
 
 def inspect_music(path: Path) -> tuple[float, str]:

@@ -7,11 +7,13 @@ on a public address, a limit of zero) stops the server before it binds instead o
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID
 from mgsv.errors import InputError, MgsvError
+from mgsv.limits import MAX_VIDEO_SECONDS
 from mgsv.search.options import SearchOptions
 
 MB = 1024 * 1024
@@ -38,24 +40,30 @@ class Limits:
     upload_idle_seconds: float = 60.0  # an upload that sends nothing for this long is abandoned (408)
 
     def check(self) -> None:
-        """Refuse limits that would make the server useless or unbounded."""
+        """Refuse limits that would make the server useless or unbounded (named by field, in the field's unit).
+
+        `mgsv serve` refuses bad option values earlier, in the unit the user typed (mgsv.cli.numbers).
+        """
         numbers = {
-            "--max-upload-mb": self.max_upload_bytes,
-            "--max-video-seconds": self.max_video_seconds,
-            "preview seconds": self.preview_seconds,
-            "--media-workers": self.media_workers,
-            "--keep-uploads-minutes": self.keep_upload_seconds,
-            "kept upload bytes": self.max_kept_bytes,
-            "upload idle seconds": self.upload_idle_seconds,
+            "max_upload_bytes": (self.max_upload_bytes, "bytes"),
+            "max_video_seconds": (self.max_video_seconds, "s"),
+            "preview_seconds": (self.preview_seconds, "s"),
+            "media_workers": (self.media_workers, ""),
+            "keep_upload_seconds": (self.keep_upload_seconds, "s"),
+            "max_kept_bytes": (self.max_kept_bytes, "bytes"),
+            "upload_idle_seconds": (self.upload_idle_seconds, "s"),
         }
-        for name, value in numbers.items():
-            if not value > 0:
-                raise InputError(name, f"must be greater than 0, got {value}")
-        for name, value in {"--queue-size": self.queue_size, "media queue size": self.media_queue_size}.items():
+        for name, (value, unit) in numbers.items():
+            if not (value > 0 and math.isfinite(value)):
+                raise InputError(name, f"must be a finite number greater than 0, got {value} {unit}".rstrip())
+        for name, value in {"queue_size": self.queue_size, "media_queue_size": self.media_queue_size}.items():
             if value < 0:
                 raise InputError(name, f"must be 0 or more, got {value}")
+        if self.max_video_seconds > MAX_VIDEO_SECONDS:
+            raise InputError("max_video_seconds", f"must be at most {MAX_VIDEO_SECONDS:g} s (mgsv.limits), "
+                                                  f"got {self.max_video_seconds:g} s")
         if self.max_kept_bytes < self.max_upload_bytes:
-            raise InputError("kept upload bytes", "must be at least the upload limit, or no upload could be kept")
+            raise InputError("max_kept_bytes", "must be at least the upload limit, or no upload could be kept")
 
 
 @dataclass(frozen=True)
