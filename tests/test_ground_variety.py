@@ -227,7 +227,9 @@ def test_cli_alternatives_and_diverse(
     code, out, _ = run_cli([*base, "--diverse", "--diverse-cosine", "0.5", "--json"], capsys)
     assert code == 0 and len(json.loads(out)["results"][0]["moments"]) == 3
     code, _, err = run_cli([*base, "--diverse", "--diverse-cosine", "1.5"], capsys)
-    assert code == 1 and "--diverse-cosine: must be a cosine from 0 to below 1" in err
+    assert code == 2 and "--diverse-cosine" in err and "1.5: must be between 0 and 1" in err  # refused as typed
+    code, _, err = run_cli([*base, "--diverse", "--diverse-cosine", "1"], capsys)
+    assert code == 1 and "--diverse-cosine: must be a cosine from 0 to below 1" in err  # the service's own check
     code, _, err = run_cli([*base, "--alternatives", "4"], capsys)
     assert code == 2 and "--alternatives" in err
     # The command line's default is the service's.
