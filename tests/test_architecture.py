@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("inference",),
     ("evaluation", "extract", "search"),
     ("training", "publish"),
-    ("demo", "serve"),
+    ("demo", "serve", "reproduce"),
     ("cli",),
     ("__main__",),
 ]

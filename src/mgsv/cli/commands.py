@@ -14,6 +14,7 @@ from mgsv.cli import (
     library_reindex,  # noqa: F401
     models,  # noqa: F401
     render,  # noqa: F401
+    reproduce,  # noqa: F401
     score,  # noqa: F401
     serve,  # noqa: F401
     train,  # noqa: F401

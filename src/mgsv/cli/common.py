@@ -15,6 +15,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mgsv.cli.text import visible
 from mgsv.errors import name_options
 
+# `mgsv ground` and `mgsv serve` without a model: what to do next, in two lines (a builder's first run).
+NO_CHECKPOINT = (
+    "no model given: pass --checkpoint with a trained checkpoint folder, a run folder's checkpoints/<name>, or "
+    "hf:OWNER/NAME[@REVISION] from the Hugging Face Hub.\n"
+    "To get one: `mgsv reproduce --out runs/paper` trains MaDe on MGSV-EC (docs/reproduce.md), or `mgsv train "
+    "--preset made --data DIR --out RUN` on your own features."
+)
+
+
+def require_checkpoint(checkpoint: object) -> None:
+    """Stop with NO_CHECKPOINT when no checkpoint was given."""
+    if checkpoint is None:
+        from mgsv.errors import MgsvError
+
+        raise MgsvError(NO_CHECKPOINT)
+
 
 class DtypeChoice(str, Enum):
     auto = "auto"

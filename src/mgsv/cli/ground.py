@@ -21,6 +21,7 @@ from mgsv.cli.common import (
     print_problems,
     problems_json,
     progress_bars,
+    require_checkpoint,
 )
 from mgsv.cli.numbers import number_option
 from mgsv.cli.text import visible
@@ -51,7 +52,8 @@ def _render_targets(render: Path, videos: list[Path]) -> dict[Path, Path]:
 def ground_command(
     videos: Annotated[list[Path], typer.Argument(help="Video files or folders of videos (searched recursively).")],
     library: Annotated[Path, typer.Option("--library", "-l", help="The music library folder (mgsv library add).")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="A trained model's checkpoint folder.")],
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", help="A trained model's checkpoint folder, or hf:OWNER/NAME[@REVISION].")] = None,
     clip: Annotated[str, typer.Option("--clip", help="CLIP model: hub id or local folder.")] = DEFAULT_CLIP_ID,
     encoder_id: Annotated[
         str | None, typer.Option("--encoder-id", help="Encoder id of a local CLIP folder (for a copy of a hub model).")
@@ -136,6 +138,7 @@ def ground_command(
     from mgsv.files.problems import Problem, problem_for
     from mgsv.search import Grounder, GroundOptions, MusicLibrary, SearchOptions, TrackFilter, render_moment
 
+    require_checkpoint(checkpoint)
     # Every option is checked (and a missing extra reported) before any file is read.
     options = GroundOptions(
         top=top, fit_duration=fit_duration, snap=snap.value if snap else None, window_start=window_start,

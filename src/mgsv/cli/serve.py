@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mgsv.cli import app, err_console
-from mgsv.cli.common import DtypeChoice, IndexChoice, MemoryChoice, PrecisionChoice
+from mgsv.cli.common import DtypeChoice, IndexChoice, MemoryChoice, PrecisionChoice, require_checkpoint
 from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
 from mgsv.defaults import DEFAULT_CLIP_ID as DEFAULT_CLIP
@@ -150,7 +150,8 @@ def serve_command(
         study = AbStudySettings(ab_study[0], ab_study[1], media, ab_db)
     elif media is not None:
         raise InputError("--media", "is only used with --ab-study")
-    elif checkpoint is not None:
+    else:
+        require_checkpoint(checkpoint)
         from mgsv.hub.resolve import resolve_checkpoint
 
         checkpoint = resolve_checkpoint(checkpoint)  # an hf: reference is downloaded now, before binding

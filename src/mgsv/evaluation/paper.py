@@ -42,6 +42,22 @@ MADE_TABLE5 = PaperResult(
     {"mIoU": 0.743, "R@1": 9.0, "R@5": 17.3, "R@10": 21.1, "MoR@1": 8.4, "MoR@10": 18.0, "MoR@100": 32.7},
     {"mIoU": 0.017, "R@1": 0.5, "R@5": 0.7, "R@10": 1.0, "MoR@1": 0.3, "MoR@10": 0.5, "MoR@100": 1.4},
 )
+# Table 5's row of the composite MVPt+/UVCOM+ (MVPt+ ranks, UVCOM+ grounds), transcribed in issue 13 as well.
+MVPT_UVCOM_TABLE5 = PaperResult(
+    "MVPt+/UVCOM+", "Table 5, 3 random splits (mean ± std)",
+    {"mIoU": 0.676, "R@1": 7.0, "R@5": 12.5, "R@10": 15.5, "MoR@1": 5.6, "MoR@10": 12.0, "MoR@100": 24.3},
+    {"mIoU": 0.013, "R@1": 0.4, "R@5": 0.7, "R@10": 0.5, "MoR@1": 0.1, "MoR@10": 0.3, "MoR@100": 1.0},
+)
+# The best published MGSV-EC result known to this project: HarmoNet (ICASSP 2026), official test split, as its
+# paper reports it (values transcribed in issue 13). It has no public code, so it is a reference row only.
+HARMONET = PaperResult(
+    "HarmoNet (ICASSP 2026)", "reported, no public code",
+    {"mIoU": 0.735, "R@1": 10.7, "R@5": 19.5, "R@10": 22.8, "MoR@1": 9.6, "MoR@10": 19.7, "MoR@100": 32.8},
+)
+# Table 4 cells by system, for `mgsv reproduce` (every other system's cells are not transcribed here: "n/a").
+TABLE4: dict[str, PaperResult] = {"made": MADE_TABLE4, "made-paper": MADE_TABLE4}
+# Table 5 rows by system ("mvpt+/uvcom+" is the composite).
+TABLE5: dict[str, PaperResult] = {"made": MADE_TABLE5, "made-paper": MADE_TABLE5, "mvpt+/uvcom+": MVPT_UVCOM_TABLE5}
 # Rows by preset: `made` is MaDe as the official code runs it (the model behind the published numbers) and
 # `made-paper` as its text describes it (docs/models.md); both are compared with MaDe's rows.
 BY_PRESET: dict[str, tuple[PaperResult, ...]] = {

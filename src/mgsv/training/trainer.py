@@ -20,6 +20,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,12 @@ class TrainState:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Set-up
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so that a wall-clock time covers it (nothing to wait for on a CPU)."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -289,6 +296,39 @@ class Trainer:
         progress.remove_task(task)
         return {f"train_{k}": v / self.steps_per_epoch for k, v in totals.items()}
 
+    def time_steps(self, count: int) -> float:
+        """Median seconds of one training step over `count` steps of epoch 0's first batches, after one untimed step.
+
+        For estimating a run's length (`mgsv reproduce`); the weights change, so use a trainer made for it.
+        """
+        self.train_model.train()
+        batches = self.train_data.batches(self.per_rank_batch, epoch=0, seed=0, rank=self.dist.rank,
+                                          world_size=self.dist.world_size)
+        times: list[float] = []
+        for index, batch in enumerate(batches):
+            if index > count:
+                break
+            started = time.perf_counter()
+            batch = batch.to(self.device)
+            with autocast(self.settings.precision, self.device):
+                output = self.train_model(batch.frame_feats, batch.frame_mask, batch.segment_feats,
+                                          batch.segment_mask)
+                losses = self.objective(self.model, output, batch.spans_target[:, None], self.loss_weights)
+            apply_gradients(losses["L_total"], self.optimizer, self.scheduler, self.recipe.grad_clip_norm)
+            synchronize(self.device)
+            if index:
+                times.append(time.perf_counter() - started)
+        if not times:
+            raise MgsvError(f"{self.settings.data_dir}: the train split has too few pairs to time a training step")
+        return float(np.median(times))
+
+    def time_validation(self) -> float:
+        """Seconds of one validation pass (as each epoch runs it)."""
+        started = time.perf_counter()
+        self.validate()
+        synchronize(self.device)
+        return time.perf_counter() - started
+
     def validate(self) -> dict[str, float]:
         """Val metrics of the current weights, over the whole split on every rank."""
         options = EvalOptions(top_k=self.settings.eval_top_k, precision=self.settings.precision,
@@ -325,11 +365,14 @@ class Trainer:
                 self.state.last_improved_epoch = epoch
         return saved
 
-    def fit(self, epochs: int | None = None) -> TrainState:
+    def fit(self, epochs: int | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainState:
         """Train until the schedule ends or early stopping triggers (or for `epochs` more epochs); returns the state.
 
-        Stopping after `epochs` leaves the run resumable exactly where it stopped (same schedule, same batches).
+        Stopping after `epochs` leaves the run resumable exactly where it stopped (same schedule, same batches). A
+        resumed run that had stopped early stays stopped. `on_epoch` receives each epoch's log row once it is saved.
         """
+        if self.state.stopped_early:
+            return self.state
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -354,6 +397,8 @@ class Trainer:
                     if self.settings.plot_every and self.state.epoch % self.settings.plot_every == 0:
                         plot_curves(self.state.history, self.out / run_folder.CURVES_FILE)
                         plotted = self.state.epoch
+                    if on_epoch is not None:
+                        on_epoch(row)
                     log.info("epoch %d: loss %.4f  val mIoU %.4f  R@1 %.2f  MoR@1 %.2f%s", epoch + 1,
                              train.get("train_L_total", math.nan), val.get("mIoU", math.nan),
                              val.get(M.recall_name(1), math.nan), val.get(M.mor_name(1, 0.7), math.nan),
