@@ -193,3 +193,14 @@ def test_no_checkpoint_says_how_to_get_one(command: list[str], tmp_path: Path) -
     assert "--checkpoint" in message[0] and "hf:OWNER/NAME" in message[0]
     assert "mgsv reproduce --out" in message[1] and "mgsv train" in message[1]
     assert "Traceback" not in done.stderr
+
+
+def test_plan_only_without_data_fetches_nothing(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "mgsv", "reproduce", "--out", str(tmp_path / "o"), "--plan-only",
+                           "--table", "4", "--table", "5"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "plan: 4 training run(s), 4 test evaluation(s), tables 4, 5" in text
+    assert "[4/4] made (random split 3, seed 42)" in text
+    assert "fetching and importing it needs about 11.7 GB" in text
+    assert not (tmp_path / "o" / "data").exists()

@@ -23,7 +23,7 @@ from mgsv.errors import MgsvError
 from mgsv.evaluation.protocol import EvalOptions
 from mgsv.evaluation.runner import resolve_composite_target, resolve_target, run_evaluation
 from mgsv.reproduce import estimate as est
-from mgsv.reproduce.data import FetchOptions, official_dataset, random_split
+from mgsv.reproduce.data import FetchOptions, is_dataset, official_dataset, random_split
 from mgsv.reproduce.plan import OFFICIAL, Plan, TrainRun
 from mgsv.reproduce.tables import write_results
 from mgsv.training import run_folder
@@ -168,6 +168,13 @@ def run_plan(plan: Plan, options: RunOptions, say: Say) -> Outcome:
     """Prepare, estimate, then train and evaluate everything not yet finished; the tables follow each evaluation."""
     options.out.mkdir(parents=True, exist_ok=True)
     outcome = Outcome()
+    if options.data is None and not is_dataset(options.out / "data"):
+        print_plan(plan, {}, options, say)
+        say(f"data: MGSV-EC is not in {options.out / 'data'} yet; fetching and importing it needs about "
+            f"{est.format_bytes(est.fetch_disk_bytes())} ({est.format_bytes(shutil.disk_usage(options.out).free)} "
+            "free); the time estimate follows once it is there")
+        if options.plan_only:
+            return outcome
     datasets = prepare_datasets(plan, options, say)
     write_json_atomic(options.out / "plan.json", plan.to_dict())
     pending = [r for r in plan.runs.values() if not (options.out / "runs" / r.name / FINISHED_FILE).is_file()]
