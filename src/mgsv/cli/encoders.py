@@ -18,6 +18,8 @@ from mgsv.cli.common import FrameTimesChoice, ResamplerChoice, parse_channel
 from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
 from mgsv.defaults import DEFAULT_CLIP_ID as DEFAULT_CLIP
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 
 encoders_app = typer.Typer(help="The frozen CLIP / AST encoders: check them against the official weights.",
                            no_args_is_help=True)
@@ -80,7 +82,7 @@ def verify_command(
     download_dir: Annotated[
         Path | None, typer.Option("--download-dir", help="Where downloads go (default ~/.cache/mgsv/official-weights).")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="Torch device.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="Precision of the checked encoders: float32 or bfloat16.")] = (
         "float32"
     ),
@@ -184,7 +186,7 @@ def verify_command(
 
         encoders = EncoderOptions(
             clip=clip, ast=ast, clip_encoder_id=clip_encoder_id, ast_encoder_id=ast_encoder_id, dtype=dtype,
-            batch_size=batch_size, device=device, channel=parse_channel(music_channel or "0"),
+            batch_size=batch_size, device=device_name(device), channel=parse_channel(music_channel or "0"),
             resampler=(resampler or ResamplerChoice.sinc).value, frame_times=(frame_times or FrameTimesChoice.cv2).value,
             jpeg_quality=jpeg_quality,
         )
@@ -204,7 +206,7 @@ def verify_command(
     if only in (OnlyChoice.both, OnlyChoice.ast):
         official = _official_file(ast_weights, weights_dir, AST_FILE, AST_AUDIOSET_URL, None, folder)
         ast_pair = EncoderPair(official, ast, ast_encoder_id)
-    report = verify_encoders(clip_pair, ast_pair, media=media or [], device=device, dtype=dtype,
+    report = verify_encoders(clip_pair, ast_pair, media=media or [], device=device_name(device), dtype=dtype,
                              min_cosine=min_cosine)
     if json_output:
         typer.echo(json.dumps(report.to_dict()))

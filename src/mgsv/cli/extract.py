@@ -15,6 +15,8 @@ from mgsv.cli import app
 from mgsv.cli.common import DtypeChoice, FrameTimesChoice, ResamplerChoice, parse_channel, print_problems, progress_bars
 from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 
 
 class IdChoice(str, Enum):
@@ -60,7 +62,7 @@ def extract_command(
         float,
         number_option("--window", unit="s", min=0, help="Videos longer than 50 s: second the 50 s of frames start at."),
     ] = 0.0,
-    device: Annotated[str, typer.Option("--device", help="Torch device for the encoders.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     engine: Annotated[
         EngineChoice, typer.Option("--engine", help="serial (this process) or ray (a Ray cluster; needs mgsv[ray]).")
     ] = EngineChoice.serial,
@@ -114,7 +116,8 @@ def extract_command(
         ast_encoder_id=ast_encoder_id,
         dtype=dtype.value,
         batch_size=batch_size,
-        device=device,
+        # With Ray the encoders run on the cluster's nodes: their GPUs are checked there (mgsv.extract.ray_engine).
+        device=device if engine is EngineChoice.ray else device_name(device),
         channel=parse_channel(music_channel),
         resampler=resampler.value,
         frame_times=frame_times.value,

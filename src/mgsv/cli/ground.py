@@ -26,6 +26,8 @@ from mgsv.cli.common import (
 from mgsv.cli.numbers import number_option
 from mgsv.cli.text import visible
 from mgsv.defaults import DEFAULT_CLIP_ID
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 
 
 class SnapChoice(str, Enum):
@@ -119,7 +121,7 @@ def ground_command(
     index_memory: Annotated[
         MemoryChoice, typer.Option("--index-memory", help="Track index tokens: read per query (disk) or held (ram).")
     ] = MemoryChoice.disk,
-    device: Annotated[str, typer.Option("--device", help="Torch device.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Find the tracks that fit each video best and the best moment of each.
@@ -151,7 +153,7 @@ def ground_command(
     if not found.files and not failures:
         raise InputError(", ".join(map(str, videos)), "no video files found")
     grounder = Grounder.from_checkpoint(
-        checkpoint, MusicLibrary(library), clip, encoder_id=encoder_id, dtype=dtype.value, device=device,
+        checkpoint, MusicLibrary(library), clip, encoder_id=encoder_id, dtype=dtype.value, device=device_name(device),
         precision=precision.value, search=search,
     )
     targets = _render_targets(render, found.files) if render is not None and found.files else {}

@@ -13,6 +13,8 @@ from mgsv.cli.common import DtypeChoice, ResamplerChoice, parse_channel, print_p
 from mgsv.cli.library import LibraryOption, library_app
 from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 
 
 @library_app.command("reindex")
@@ -26,7 +28,7 @@ def reindex_command(
         DtypeChoice.auto
     ),
     batch_size: Annotated[int, number_option("--batch-size", kind=int, min=1, help="AST windows per forward.")] = 4,
-    device: Annotated[str, typer.Option("--device", help="Torch device for the encoder.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     music_channel: Annotated[
         str, typer.Option("--music-channel", help="Audio channel AST hears: 0 (official), 1, ... or 'mean'.")
     ] = "0",
@@ -46,7 +48,7 @@ def reindex_command(
 
     def load_encoder() -> AstMusicEncoder:
         return AstMusicEncoder.from_pretrained(
-            ast, device=device, dtype=dtype.value, batch_size=batch_size, encoder_id=encoder_id,
+            ast, device=device_name(device), dtype=dtype.value, batch_size=batch_size, encoder_id=encoder_id,
             channel=parse_channel(music_channel), resampler=resampler.value,
         )
 

@@ -51,6 +51,14 @@ class Batch:
         }
         return Batch(**moved)
 
+    def pin_memory(self) -> Batch:
+        """The same batch in page-locked host memory, so that a copy to a CUDA device can be asynchronous."""
+        return Batch(**{
+            f.name: (value.pin_memory() if isinstance(value, torch.Tensor) else value)
+            for f in fields(self)
+            for value in [getattr(self, f.name)]
+        })
+
 
 def spans_target(moments_s: np.ndarray) -> np.ndarray:
     """Official normalised (centre, width) targets from (start, end) seconds; the end is clamped to 240 s."""
