@@ -169,6 +169,7 @@ def verify_command(
     metrics on both. Ids missing on either side are listed. Exit code 1 if a compared token falls below
     --min-cosine or nothing could be compared.
     """
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     given = {"--release": release is not None, "--raw-media": bool(raw_media), "--out": out is not None,
              "--checkpoint": checkpoint is not None, "--limit": limit is not None, "--token": token is not None,
              "--cache-dir": cache_dir is not None, "--batch-size": batch_size is not None,
@@ -186,7 +187,7 @@ def verify_command(
 
         encoders = EncoderOptions(
             clip=clip, ast=ast, clip_encoder_id=clip_encoder_id, ast_encoder_id=ast_encoder_id, dtype=dtype,
-            batch_size=batch_size, device=device_name(device), channel=parse_channel(music_channel or "0"),
+            batch_size=batch_size, device=device, channel=parse_channel(music_channel or "0"),
             resampler=(resampler or ResamplerChoice.sinc).value, frame_times=(frame_times or FrameTimesChoice.cv2).value,
             jpeg_quality=jpeg_quality,
         )
@@ -206,7 +207,7 @@ def verify_command(
     if only in (OnlyChoice.both, OnlyChoice.ast):
         official = _official_file(ast_weights, weights_dir, AST_FILE, AST_AUDIOSET_URL, None, folder)
         ast_pair = EncoderPair(official, ast, ast_encoder_id)
-    report = verify_encoders(clip_pair, ast_pair, media=media or [], device=device_name(device), dtype=dtype,
+    report = verify_encoders(clip_pair, ast_pair, media=media or [], device=device, dtype=dtype,
                              min_cosine=min_cosine)
     if json_output:
         typer.echo(json.dumps(report.to_dict()))

@@ -103,6 +103,8 @@ def extract_command(
     With --engine ray, files are decoded by CPU tasks and encoded by actors (one GPU each with --device cuda) on a
     Ray cluster; the store and the inputs must be on a filesystem every node sees (docs/scale.md).
     """
+    if engine is not EngineChoice.ray:  # with Ray the encoders run on the cluster's nodes, checked there (ray_engine)
+        device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.extract.pipeline import EncoderOptions, extract_features
 
     if not videos and not music:
@@ -116,8 +118,7 @@ def extract_command(
         ast_encoder_id=ast_encoder_id,
         dtype=dtype.value,
         batch_size=batch_size,
-        # With Ray the encoders run on the cluster's nodes: their GPUs are checked there (mgsv.extract.ray_engine).
-        device=device if engine is EngineChoice.ray else device_name(device),
+        device=device,
         channel=parse_channel(music_channel),
         resampler=resampler.value,
         frame_times=frame_times.value,

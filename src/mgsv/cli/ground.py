@@ -135,6 +135,7 @@ def ground_command(
 
     Videos that fail are reported at the end (exit code 1); the others are still grounded.
     """
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.errors import InputError, MgsvError
     from mgsv.files.discover import find_media
     from mgsv.files.problems import Problem, problem_for
@@ -153,7 +154,7 @@ def ground_command(
     if not found.files and not failures:
         raise InputError(", ".join(map(str, videos)), "no video files found")
     grounder = Grounder.from_checkpoint(
-        checkpoint, MusicLibrary(library), clip, encoder_id=encoder_id, dtype=dtype.value, device=device_name(device),
+        checkpoint, MusicLibrary(library), clip, encoder_id=encoder_id, dtype=dtype.value, device=device,
         precision=precision.value, search=search,
     )
     targets = _render_targets(render, found.files) if render is not None and found.files else {}

@@ -54,13 +54,14 @@ def add_command(
 
     Bad files are reported at the end; the exit code is 1 if any failed.
     """
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.search.library import MusicLibrary
 
     def load_encoder():  # only if some file needs encoding
         from mgsv.encoders.ast import AstMusicEncoder
 
         return AstMusicEncoder.from_pretrained(
-            ast, device=device_name(device), dtype=dtype.value, batch_size=batch_size, encoder_id=encoder_id
+            ast, device=device, dtype=dtype.value, batch_size=batch_size, encoder_id=encoder_id
         )
 
     if (library / "library.json").exists():

@@ -43,12 +43,13 @@ def reindex_command(
     before feature spec version 2. All or nothing: if a track's file is gone or changed, the library is left as it
     was and the track is reported. The tracks' model indexes are rebuilt on the next search.
     """
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.encoders.ast import AstMusicEncoder
     from mgsv.search.reindex import reindex_library
 
     def load_encoder() -> AstMusicEncoder:
         return AstMusicEncoder.from_pretrained(
-            ast, device=device_name(device), dtype=dtype.value, batch_size=batch_size, encoder_id=encoder_id,
+            ast, device=device, dtype=dtype.value, batch_size=batch_size, encoder_id=encoder_id,
             channel=parse_channel(music_channel), resampler=resampler.value,
         )
 

@@ -132,6 +132,7 @@ def serve_command(
 
     The page is at http://HOST:PORT/ and the OpenAPI schema at /v1/openapi.json (docs/serve.md). Stop with Ctrl-C.
     """
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     import uvicorn
 
     from mgsv.errors import InputError
@@ -173,7 +174,7 @@ def serve_command(
         clip=clip,
         encoder_id=encoder_id,
         dtype=dtype.value,
-        device=device_name(device),
+        device=device,
         precision=precision.value,
         search=SearchOptions(candidates, index.value, faiss_factory, index_memory.value),
         ast=ast,

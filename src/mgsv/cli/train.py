@@ -35,6 +35,7 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Train a preset on a dataset folder with the official recipe (resumable; torchrun for several GPUs)."""
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.models.registry import get_preset
     from mgsv.training.overrides import parse_set_items
     from mgsv.training.trainer import Trainer, TrainSettings
@@ -90,6 +91,7 @@ def evaluate_command(
     A composite system (the paper's MVPt+/UVCOM+) ranks with one trained model and grounds with another:
     `mgsv eval --ranker MVPT_RUN --grounder UVCOM_RUN`.
     """
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.cli.score import print_tables
     from mgsv.errors import MgsvError
     from mgsv.evaluation.protocol import EvalOptions
@@ -109,7 +111,7 @@ def evaluate_command(
         target = resolve_target(run_or_checkpoint, data, checkpoint)
         name = str(target.checkpoint)
         default_out = target.checkpoint.parent.parent / f"eval-{split}-{target.checkpoint.name}"
-    options = EvalOptions(batch_size=batch_size, top_k=top_k, precision=precision, device=device_name(device))
+    options = EvalOptions(batch_size=batch_size, top_k=top_k, precision=precision, device=device)
     out = out or default_out
     result = run_evaluation(target, split, options, out, force=force, progress=_progress_printer(as_json))
     if as_json:

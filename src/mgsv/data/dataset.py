@@ -134,7 +134,7 @@ class PairDataset:
         batch order of a run comparable with the official code.
         """
         generator = torch.Generator().manual_seed(seed + epoch)
-        order = torch.randperm(len(self), generator=generator).tolist()
+        order = torch.randperm(len(self), generator=generator, device="cpu").tolist()  # host: an order, not data
         per_rank = -(-len(order) // world_size)
         total = per_rank * world_size
         order += (order * (total // max(len(order), 1) + 1))[: total - len(order)]  # pad like DistributedSampler

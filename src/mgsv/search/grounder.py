@@ -423,7 +423,7 @@ class Grounder:
             if new:
                 longest = max(stop - first for _, first, stop in new)
                 part_feats = feats.new_zeros((len(new), longest, feats.shape[2]))
-                part_mask = torch.zeros((len(new), longest), dtype=torch.bool)
+                part_mask = torch.zeros((len(new), longest), dtype=torch.bool, device="cpu")  # host, as `mask`
                 for number, (i, first, stop) in enumerate(new):
                     part_feats[number, : stop - first] = feats[i, first:stop]
                     part_mask[number, : stop - first] = mask[i, first:stop]
