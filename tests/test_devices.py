@@ -140,11 +140,10 @@ def test_prefetched_keeps_order_and_raises_where_the_item_fails() -> None:
             raise ValueError("item 3")
         return x
 
-    seen = []
+    stream = prefetched(range(6), broken, ahead=2)
+    assert [next(stream), next(stream), next(stream)] == [0, 1, 2]
     with pytest.raises(ValueError, match="item 3"):
-        for item in prefetched(range(6), broken, ahead=2):
-            seen.append(item)
-    assert seen == [0, 1, 2]
+        next(stream)
 
 
 def test_closing_prefetched_early_stops_reading() -> None:
@@ -194,10 +193,10 @@ class DeviceAudit(TorchFunctionMode):
             self.calls += 1
             name = getattr(func, "__name__", "")
             place = f"{Path(where).relative_to(SRC)}:{frame.f_lineno}"
-            if name in FACTORIES and kwargs.get("device") is None:
-                # as_tensor / tensor of a tensor keep its device; of numpy or a list they make a CPU tensor.
-                if not (name in ("tensor", "as_tensor") and args and isinstance(args[0], torch.Tensor)):
-                    self.factories.add(f"{place} torch.{name}")
+            # as_tensor / tensor of a tensor keep its device; of numpy or a list they make a CPU tensor.
+            keeps_device = name in ("tensor", "as_tensor") and args and isinstance(args[0], torch.Tensor)
+            if name in FACTORIES and kwargs.get("device") is None and not keeps_device:
+                self.factories.add(f"{place} torch.{name}")
             if name == "numpy":
                 line = linecache.getline(where, frame.f_lineno)
                 if ".cpu()" not in line.split(".numpy()")[0]:
