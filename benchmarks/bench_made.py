@@ -14,8 +14,10 @@ far bf16 results are from float32 on the realistic batch (|p_s| difference, top-
 
     nice .venv/bin/python benchmarks/bench_made.py                   # everything (a few minutes)
     nice .venv/bin/python benchmarks/bench_made.py --skip-train --json
+    .venv/bin/python benchmarks/bench_made.py --device cuda --precision bf16    # a GPU (benchmarks/gpu_check.sh)
 Timings are medians of wall-clock seconds (process CPU seconds beside them); the 1-minute load average is printed
-with each row, since other jobs on a shared machine slow it down.
+with each row, since other jobs on a shared machine slow it down. With `--device cuda` every timed part ends with a
+synchronisation (the GPU runs asynchronously) and the peaks are the GPU's.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from collections.abc import Callable
 from importlib import resources
 
 import torch
-from _peak import Peaks, format_rate, load_average, rate
+from _peak import Peaks, format_rate, load_average, rate, synchronize
 
+from mgsv.devices import device_name
 from mgsv.inference.batched import autocast
 from mgsv.models import get_preset
 from mgsv.models.made import MaDeConfig
@@ -125,22 +128,25 @@ def eval_flops(config: MaDeConfig, frames: torch.Tensor, segments: torch.Tensor)
 # Timing
 
 
-def timed(fn: Callable[[], object]) -> tuple[object, float, float]:
+def timed(fn: Callable[[], object], device: str = "cpu") -> tuple[object, float, float]:
+    """`fn()`, its wall and process CPU seconds; on a GPU the time covers the work `fn` queued (synchronised)."""
+    synchronize(device)
     wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
+    synchronize(device)
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def eval_once(model, inputs, precision: str) -> dict[str, float]:
+def eval_once(model, inputs, precision: str, device: str = "cpu") -> dict[str, float]:
     """One evaluation pass, timed per Table 8 part (wall and CPU seconds)."""
     frames, frame_mask, segments, segment_mask = inputs
     times: dict[str, float] = {}
-    with torch.inference_mode(), autocast(precision, "cpu"):
-        video, wall_v, cpu_v = timed(lambda: model.encode_video(frames, frame_mask))
-        music, wall_m, cpu_m = timed(lambda: model.encode_music(segments, segment_mask, matching_state=False))
-        music, wall_s, cpu_s = timed(lambda: model.with_matching_state(music))
-        _, wall_r, cpu_r = timed(lambda: model.relevance(video, music))
-        _, wall_d, cpu_d = timed(lambda: model.detect(video, music))
+    with torch.inference_mode(), autocast(precision, device):
+        video, wall_v, cpu_v = timed(lambda: model.encode_video(frames, frame_mask), device)
+        music, wall_m, cpu_m = timed(lambda: model.encode_music(segments, segment_mask, matching_state=False), device)
+        music, wall_s, cpu_s = timed(lambda: model.with_matching_state(music), device)
+        _, wall_r, cpu_r = timed(lambda: model.relevance(video, music), device)
+        _, wall_d, cpu_d = timed(lambda: model.detect(video, music), device)
     times["enhancement"], times["enhancement_cpu"] = wall_v + wall_m, cpu_v + cpu_m
     times["relevance"], times["relevance_cpu"] = wall_s + wall_r, cpu_s + cpu_r
     times["detection"], times["detection_cpu"] = wall_d, cpu_d
@@ -152,27 +158,30 @@ def eval_once(model, inputs, precision: str) -> dict[str, float]:
 class TrainStep:
     """The trainer's iteration (`Trainer._train_epoch`) on a fixed batch, with the trainer's own functions."""
 
-    def __init__(self, inputs: tuple[torch.Tensor, ...], precision: str) -> None:
+    def __init__(self, inputs: tuple[torch.Tensor, ...], precision: str, device: str = "cpu") -> None:
         preset = get_preset("made")
         recipe = recipe_for(preset.name)
         torch.manual_seed(0)
-        self.model = preset.build_model().train()
+        self.model = preset.build_model().train().to(device)
+        self.device = device
         self.optimizer = build_optimizer(param_groups(self.model, recipe), recipe)
         self.scheduler = warmup_cosine(self.optimizer, total_steps=10_000, warmup_rate=recipe.warmup_rate)
         self.weights = LossWeights.from_mapping(recipe.loss_weights)
         self.clip = recipe.grad_clip_norm
         self.inputs, self.precision = inputs, precision
         g = torch.Generator().manual_seed(1)
-        self.target = torch.rand(len(inputs[0]), 1, 2, generator=g) * 0.2 + 0.05
+        self.target = (torch.rand(len(inputs[0]), 1, 2, generator=g) * 0.2 + 0.05).to(device)
 
     def __call__(self) -> dict[str, float]:
+        synchronize(self.device)
         wall, cpu = time.perf_counter(), time.process_time()
-        with autocast(self.precision, "cpu"):
+        with autocast(self.precision, self.device):
             losses = made_losses(self.model(*self.inputs), self.target, self.weights)
         loss = losses["L_total"]
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss is {loss.item()}")
         apply_gradients(loss, self.optimizer, self.scheduler, self.clip)
+        synchronize(self.device)
         return {"total": time.perf_counter() - wall, "total_cpu": time.process_time() - cpu}
 
 
@@ -180,12 +189,12 @@ def median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
-def bf16_agreement(model, inputs) -> dict[str, float]:
+def bf16_agreement(model, inputs, device: str = "cpu") -> dict[str, float]:
     """bf16 vs fp32 on one batch: p_s difference, same top-1 track, span difference in seconds (240 s horizon)."""
     frames, frame_mask, segments, segment_mask = inputs
     results = {}
     for precision in ("fp32", "bf16"):
-        with torch.inference_mode(), autocast(precision, "cpu"):
+        with torch.inference_mode(), autocast(precision, device):
             video, music = model.encode_video(frames, frame_mask), model.encode_music(segments, segment_mask)
             results[precision] = (model.relevance(video, music), model.detect(video, music).final_spans)
     (p32, s32), (p16, s16) = results["fp32"], results["bf16"]
@@ -205,17 +214,23 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA if available)")
+    parser.add_argument("--eval-pairs", type=int, default=EVAL_PAIRS,
+                        help="pairs of the evaluation (fewer for a quick check; the targets are for 512)")
     args = parser.parse_args()
+    device = device_name(args.device)
+    eval_pairs = args.eval_pairs
     torch.set_num_threads(args.threads)
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     log = sys.stderr if args.json else sys.stdout
     config = get_preset("made").config()
-    peaks = Peaks.measure()
-    print(f"MaDe (preset made, d=256), {args.threads} threads, torch {torch.__version__}, median of {args.repeats} "
+    peaks = Peaks.measure(device=device)
+    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{args.threads} threads"
+    print(f"MaDe (preset made, d=256) on {device} ({where}), torch {torch.__version__}, median of {args.repeats} "
           f"runs; {peaks.describe()}; load {load_average()}", file=log, flush=True)
 
     cases = {}
-    for batch in sorted({EVAL_PAIRS, *(args.train_batch or TRAIN_BATCHES)}):
+    for batch in sorted({eval_pairs, *(args.train_batch or TRAIN_BATCHES)}):
         frames, segments = real_lengths(batch, seed=0)
         cases[("realistic", batch)] = (frames, segments)
         if args.worst_case:
@@ -223,23 +238,24 @@ def main() -> None:
     runs: list[dict] = []
 
     if not args.skip_eval:
-        model = get_preset("made").build_model().eval()
-        print(f"\nEvaluation of {EVAL_PAIRS} pairs: {EVAL_PAIRS} detections + {EVAL_PAIRS} x {EVAL_PAIRS} relevance",
+        model = get_preset("made").build_model().eval().to(device)
+        print(f"\nEvaluation of {eval_pairs} pairs: {eval_pairs} detections + {eval_pairs} x {eval_pairs} relevance",
               file=log, flush=True)
         for (kind, batch), (frames, segments) in cases.items():
-            if batch != EVAL_PAIRS:
+            if batch != eval_pairs:
                 continue
-            inputs = make_inputs(frames, segments)
+            inputs = tuple(t.to(device) for t in make_inputs(frames, segments))
             flops = eval_flops(config, frames, segments)
             for precision in precisions:
-                eval_once(model, inputs, precision)
-                t = median([eval_once(model, inputs, precision) for _ in range(args.repeats)])
+                eval_once(model, inputs, precision, device)
+                t = median([eval_once(model, inputs, precision, device) for _ in range(args.repeats)])
                 runs.append({"work": "eval", "lengths": kind, "batch": batch, "precision": precision,
                              "frames_mean": float(frames.float().mean()),
                              "segments_mean": float(segments.float().mean()), "times": t, "flops": flops,
                              "load": load_average()})
                 print(f"  {kind} {precision}: {t['total']:.3f} s (load {load_average()})", file=log, flush=True)
-        agreement = bf16_agreement(model, make_inputs(*cases[("realistic", EVAL_PAIRS)]))
+        agreement = bf16_agreement(model, tuple(t.to(device) for t in make_inputs(*cases[("realistic", eval_pairs)])),
+                                   device)
         del model
 
     if not args.skip_train:
@@ -248,10 +264,10 @@ def main() -> None:
         for (kind, batch), (frames, segments) in cases.items():
             if batch not in (args.train_batch or TRAIN_BATCHES):
                 continue
-            inputs = make_inputs(frames, segments)
+            inputs = tuple(t.to(device) for t in make_inputs(frames, segments))
             flops = 3 * training_forward_flops(config, frames, segments)
             for precision in precisions:
-                step = TrainStep(inputs, precision)
+                step = TrainStep(inputs, precision, device)
                 step()
                 t = median([step() for _ in range(args.repeats)])
                 runs.append({"work": "train", "lengths": kind, "batch": batch, "precision": precision,
@@ -260,12 +276,13 @@ def main() -> None:
                       flush=True)
                 del step
 
-    peaks = peaks.best(Peaks.measure())
+    peaks = peaks.best(Peaks.measure(device=device))
     for run in runs:
         run["rates"] = {part: rate(run["times"][part], flops, peaks.of(run["precision"]))
                         for part, flops in run["flops"].items()}
     if args.json:
-        report = {"threads": args.threads, "torch": torch.__version__, "repeats": args.repeats,
+        report = {"device": device, "threads": args.threads, "torch": torch.__version__, "repeats": args.repeats,
+                  "eval_pairs": eval_pairs,
                   "peaks": peaks.to_dict(), "runs": runs}
         if not args.skip_eval:
             report["bf16_agreement"] = agreement
@@ -276,7 +293,7 @@ def main() -> None:
     print("Useful FLOPs: valid tokens only; training = 3 x its forward (backward ~ 2 x forward)")
     eval_runs = [r for r in runs if r["work"] == "eval"]
     if eval_runs:
-        print(f"\nEvaluation of {EVAL_PAIRS} pairs; wall seconds (useful GFLOP, x above the floor), "
+        print(f"\nEvaluation of {eval_pairs} pairs; wall seconds (useful GFLOP, x above the floor), "
               "process CPU seconds in the last column")
         parts = ("enhancement", "relevance", "detection", "total")
         print(f"  {'lengths':9s} {'prec':4s} " + " ".join(f"{p:>36s}" for p in parts) + "   cpu   load")

@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mgsv"
 # layer or above (docs/architecture.md, "Layers"). "mgsv" is the package root (its version).
 LAYERS: list[tuple[str, ...]] = [
     ("mgsv", "errors", "defaults"),
-    ("atomic_io", "manifests", "limits", "file_access"),
+    ("atomic_io", "manifests", "limits", "file_access", "devices"),
     ("files", "media", "hub"),
     ("features",),
     ("encoders", "data"),

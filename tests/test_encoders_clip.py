@@ -290,7 +290,7 @@ def test_auto_dtype_uses_bf16_only_where_the_cpu_runs_it() -> None:
     [
         ({"dtype": torch.float16}, "dtype: unsupported encoder dtype torch.float16"),
         ({"dtype": "double"}, "dtype: unknown dtype 'double'"),
-        ({"device": "tpu9"}, "device: not a torch device"),
+        ({"device": "tpu9"}, "`device`: not a torch device"),
         ({"batch_size": 0}, "batch_size: must be at least 1"),
         ({"encoder_id": " "}, "encoder_id must be a non-empty string"),
     ],
@@ -303,7 +303,7 @@ def test_bad_options(tiny_clip_dir: Path, kwargs, message) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
 def test_cuda_without_cuda_is_a_clear_error(tiny_clip_dir: Path) -> None:
-    with pytest.raises(InputError, match="'cuda' requested but CUDA is not available"):
+    with pytest.raises(InputError, match="`device` cuda: CUDA is not available on this machine"):
         ClipFrameEncoder.from_pretrained(tiny_clip_dir, device="cuda")
 
 

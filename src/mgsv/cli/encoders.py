@@ -18,6 +18,8 @@ from mgsv.cli.common import FrameTimesChoice, ResamplerChoice, parse_channel
 from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
 from mgsv.defaults import DEFAULT_CLIP_ID as DEFAULT_CLIP
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 
 encoders_app = typer.Typer(help="The frozen CLIP / AST encoders: check them against the official weights.",
                            no_args_is_help=True)
@@ -80,7 +82,7 @@ def verify_command(
     download_dir: Annotated[
         Path | None, typer.Option("--download-dir", help="Where downloads go (default ~/.cache/mgsv/official-weights).")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="Torch device.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="Precision of the checked encoders: float32 or bfloat16.")] = (
         "float32"
     ),
@@ -167,6 +169,7 @@ def verify_command(
     metrics on both. Ids missing on either side are listed. Exit code 1 if a compared token falls below
     --min-cosine or nothing could be compared.
     """
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     given = {"--release": release is not None, "--raw-media": bool(raw_media), "--out": out is not None,
              "--checkpoint": checkpoint is not None, "--limit": limit is not None, "--token": token is not None,
              "--cache-dir": cache_dir is not None, "--batch-size": batch_size is not None,

@@ -15,6 +15,8 @@ from mgsv.cli import app
 from mgsv.cli.common import DtypeChoice, FrameTimesChoice, ResamplerChoice, parse_channel, print_problems, progress_bars
 from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID, DEFAULT_CLIP_ID
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 
 
 class IdChoice(str, Enum):
@@ -60,7 +62,7 @@ def extract_command(
         float,
         number_option("--window", unit="s", min=0, help="Videos longer than 50 s: second the 50 s of frames start at."),
     ] = 0.0,
-    device: Annotated[str, typer.Option("--device", help="Torch device for the encoders.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     engine: Annotated[
         EngineChoice, typer.Option("--engine", help="serial (this process) or ray (a Ray cluster; needs mgsv[ray]).")
     ] = EngineChoice.serial,
@@ -101,6 +103,8 @@ def extract_command(
     With --engine ray, files are decoded by CPU tasks and encoded by actors (one GPU each with --device cuda) on a
     Ray cluster; the store and the inputs must be on a filesystem every node sees (docs/scale.md).
     """
+    if engine is not EngineChoice.ray:  # with Ray the encoders run on the cluster's nodes, checked there (ray_engine)
+        device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.extract.pipeline import EncoderOptions, extract_features
 
     if not videos and not music:

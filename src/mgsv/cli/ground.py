@@ -26,6 +26,8 @@ from mgsv.cli.common import (
 from mgsv.cli.numbers import number_option
 from mgsv.cli.text import visible
 from mgsv.defaults import DEFAULT_CLIP_ID
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 
 
 class SnapChoice(str, Enum):
@@ -119,7 +121,7 @@ def ground_command(
     index_memory: Annotated[
         MemoryChoice, typer.Option("--index-memory", help="Track index tokens: read per query (disk) or held (ram).")
     ] = MemoryChoice.disk,
-    device: Annotated[str, typer.Option("--device", help="Torch device.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Find the tracks that fit each video best and the best moment of each.
@@ -133,6 +135,7 @@ def ground_command(
 
     Videos that fail are reported at the end (exit code 1); the others are still grounded.
     """
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.errors import InputError, MgsvError
     from mgsv.files.discover import find_media
     from mgsv.files.problems import Problem, problem_for

@@ -15,6 +15,8 @@ from mgsv.cli.common import DtypeChoice, print_problems, progress_bars
 from mgsv.cli.numbers import number_option
 from mgsv.cli.text import visible
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 
 library_app = typer.Typer(
     help="A persistent music library: add music files once (decoded, AST-encoded, stored), list, remove.",
@@ -41,7 +43,7 @@ def add_command(
         DtypeChoice.auto
     ),
     batch_size: Annotated[int, number_option("--batch-size", kind=int, min=1, help="AST windows per forward.")] = 4,
-    device: Annotated[str, typer.Option("--device", help="Torch device for the encoder.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Add music files: decoded, encoded with AST and stored; a file already in the library is skipped.
@@ -52,6 +54,7 @@ def add_command(
 
     Bad files are reported at the end; the exit code is 1 if any failed.
     """
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.search.library import MusicLibrary
 
     def load_encoder():  # only if some file needs encoding

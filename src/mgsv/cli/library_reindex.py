@@ -13,6 +13,8 @@ from mgsv.cli.common import DtypeChoice, ResamplerChoice, parse_channel, print_p
 from mgsv.cli.library import LibraryOption, library_app
 from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 
 
 @library_app.command("reindex")
@@ -26,7 +28,7 @@ def reindex_command(
         DtypeChoice.auto
     ),
     batch_size: Annotated[int, number_option("--batch-size", kind=int, min=1, help="AST windows per forward.")] = 4,
-    device: Annotated[str, typer.Option("--device", help="Torch device for the encoder.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     music_channel: Annotated[
         str, typer.Option("--music-channel", help="Audio channel AST hears: 0 (official), 1, ... or 'mean'.")
     ] = "0",
@@ -41,6 +43,7 @@ def reindex_command(
     before feature spec version 2. All or nothing: if a track's file is gone or changed, the library is left as it
     was and the track is reported. The tracks' model indexes are rebuilt on the next search.
     """
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.encoders.ast import AstMusicEncoder
     from mgsv.search.reindex import reindex_library
 

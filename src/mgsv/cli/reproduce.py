@@ -13,6 +13,8 @@ from rich.markup import escape
 
 from mgsv.cli import app
 from mgsv.cli.numbers import number_option
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 
 # Kept equal to mgsv.features.fetch.DEFAULT_REPO / DEFAULT_REVISION (not imported: `mgsv --help` stays light).
 DEFAULT_REPO = "xxayt/MGSV-EC"
@@ -40,7 +42,7 @@ def reproduce(
     overrides: Annotated[list[str], typer.Option(
         "--set", help="Override for every run, e.g. train.epochs=5 or model.d_model=128. Repeatable.")] = [],  # noqa: B006
     precision: Annotated[str, typer.Option(help="fp32 (as the official code) or bf16 autocast (faster).")] = "fp32",
-    device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     warmup_steps: Annotated[int, number_option(
         "--warmup-steps", kind=int, min=0, help="Training steps timed per model for the estimate (0: no estimate).")] = 3,
     plan_only: Annotated[bool, typer.Option("--plan-only", help="Print the plan and the estimate, then stop.")] = False,
@@ -56,14 +58,11 @@ def reproduce(
     Resumable: run the same command again after an interruption; finished runs are skipped and a killed run
     continues from its last saved epoch. docs/reproduce.md describes the plan, the tables and the time it takes.
     """
-    import torch
-
     from mgsv.reproduce.data import FetchOptions
     from mgsv.reproduce.plan import PlanOptions, build_plan
     from mgsv.reproduce.runner import RunOptions, run_plan
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device_name(device)  # "auto" resolved once: the plan, the estimate and every run name one device
     names = tuple(s.strip() for item in systems for s in item.split(",") if s.strip())
     plan = build_plan(PlanOptions(tuple(tables), names, made, seeds, splits, tuple(fractions), tuple(overrides)))
     console = Console(stderr=as_json, highlight=False)

@@ -18,6 +18,8 @@ from mgsv.cli.common import DtypeChoice, IndexChoice, MemoryChoice, PrecisionCho
 from mgsv.cli.numbers import number_option
 from mgsv.defaults import DEFAULT_AST_ID as DEFAULT_AST
 from mgsv.defaults import DEFAULT_CLIP_ID as DEFAULT_CLIP
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 from mgsv.limits import MAX_VIDEO_SECONDS
 
 MAX_UPLOAD_MB = 1024 * 1024  # 1 TB: beyond any real video, and a bound that keeps the byte count an exact integer
@@ -58,7 +60,7 @@ def serve_command(
     dtype: Annotated[DtypeChoice, typer.Option("--dtype", help="Encoder precision (auto: bf16 where native).")] = (
         DtypeChoice.auto
     ),
-    device: Annotated[str, typer.Option("--device", help="Torch device.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     precision: Annotated[
         PrecisionChoice, typer.Option("--precision", help="MaDe arithmetic: fp32, or bf16 autocast (faster on AMX).")
     ] = PrecisionChoice.fp32,
@@ -130,6 +132,7 @@ def serve_command(
 
     The page is at http://HOST:PORT/ and the OpenAPI schema at /v1/openapi.json (docs/serve.md). Stop with Ctrl-C.
     """
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     import uvicorn
 
     from mgsv.errors import InputError

@@ -11,6 +11,8 @@ from rich.table import Table
 
 from mgsv.cli import app
 from mgsv.cli.numbers import number_option
+from mgsv.devices import HELP as DEVICE_HELP
+from mgsv.devices import device_name
 
 console = Console()
 
@@ -24,7 +26,7 @@ def train(
         [], "--set", help="Override a setting: model.KEY=VALUE (or KEY=VALUE) for the model config, "
                           "train.KEY=VALUE for the training recipe (e.g. train.epochs=5). Repeatable."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast (faster on CPUs with AMX and on GPUs)."),
-    device: str = typer.Option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch."),
     train_fraction: float = number_option(
         1.0, above=0, max=1, help="Train on this random fraction of the train split (paper Fig. 5)."),
@@ -33,6 +35,7 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Train a preset on a dataset folder with the official recipe (resumable; torchrun for several GPUs)."""
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.models.registry import get_preset
     from mgsv.training.overrides import parse_set_items
     from mgsv.training.trainer import Trainer, TrainSettings
@@ -77,7 +80,7 @@ def evaluate_command(
         help="MsG: detect a moment on each query's top-k tracks (0: GT pair only). Default: 100 for models "
                    "that rank and detect, 0 for grounding-only (SmG) or retrieval-only (V2MR) models."),
     precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
     batch_size: int = number_option(256, kind=int, min=1, help="Videos/tracks per encoding forward."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: next to the checkpoint)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
@@ -88,8 +91,7 @@ def evaluate_command(
     A composite system (the paper's MVPt+/UVCOM+) ranks with one trained model and grounds with another:
     `mgsv eval --ranker MVPT_RUN --grounder UVCOM_RUN`.
     """
-    import torch
-
+    device = device_name(device)  # first: a device this machine lacks is refused before any work
     from mgsv.cli.score import print_tables
     from mgsv.errors import MgsvError
     from mgsv.evaluation.protocol import EvalOptions
@@ -109,8 +111,6 @@ def evaluate_command(
         target = resolve_target(run_or_checkpoint, data, checkpoint)
         name = str(target.checkpoint)
         default_out = target.checkpoint.parent.parent / f"eval-{split}-{target.checkpoint.name}"
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     options = EvalOptions(batch_size=batch_size, top_k=top_k, precision=precision, device=device)
     out = out or default_out
     result = run_evaluation(target, split, options, out, force=force, progress=_progress_printer(as_json))

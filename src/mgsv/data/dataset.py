@@ -51,6 +51,14 @@ class Batch:
         }
         return Batch(**moved)
 
+    def pin_memory(self) -> Batch:
+        """The same batch in page-locked host memory, so that a copy to a CUDA device can be asynchronous."""
+        return Batch(**{
+            f.name: (value.pin_memory() if isinstance(value, torch.Tensor) else value)
+            for f in fields(self)
+            for value in [getattr(self, f.name)]
+        })
+
 
 def spans_target(moments_s: np.ndarray) -> np.ndarray:
     """Official normalised (centre, width) targets from (start, end) seconds; the end is clamped to 240 s."""
@@ -126,7 +134,7 @@ class PairDataset:
         batch order of a run comparable with the official code.
         """
         generator = torch.Generator().manual_seed(seed + epoch)
-        order = torch.randperm(len(self), generator=generator).tolist()
+        order = torch.randperm(len(self), generator=generator, device="cpu").tolist()  # host: an order, not data
         per_rank = -(-len(order) // world_size)
         total = per_rank * world_size
         order += (order * (total // max(len(order), 1) + 1))[: total - len(order)]  # pad like DistributedSampler

@@ -26,8 +26,9 @@ import dataclasses
 import functools
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -129,6 +130,20 @@ def _hann_window() -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(FRAME_LENGTH) / (FRAME_LENGTH - 1))).astype(np.float32)
 
 
+_DEVICE_COPIES: dict[tuple[Any, torch.device], torch.Tensor] = {}
+
+
+def _on_device(make: Callable[[], np.ndarray], device: torch.device) -> torch.Tensor:
+    """`make()` as a tensor on `device`, copied there once (on a GPU a copy per window would cost more than its FFT);
+    on the CPU it shares the cached array's memory as before."""
+    import torch
+
+    key = (make.args if isinstance(make, functools.partial) else make, device)
+    if key not in _DEVICE_COPIES:
+        _DEVICE_COPIES[key] = torch.from_numpy(make()).to(device)
+    return _DEVICE_COPIES[key]
+
+
 def kaldi_fbank(waveform: torch.Tensor, num_mel_bins: int = NUM_MEL_BINS) -> torch.Tensor:
     """Log mel fbank [frames, bins] of a 16 kHz waveform with the official Kaldi options (snip_edges, no dither)."""
     import torch
@@ -140,9 +155,9 @@ def kaldi_fbank(waveform: torch.Tensor, num_mel_bins: int = NUM_MEL_BINS) -> tor
     frames = frames - frames.mean(dim=1, keepdim=True)
     # Per-frame pre-emphasis; the first sample uses itself as predecessor (Kaldi's convention).
     previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
-    frames = (frames - PREEMPHASIS * previous) * torch.from_numpy(_hann_window()).to(wave.device)
+    frames = (frames - PREEMPHASIS * previous) * _on_device(_hann_window, wave.device)
     power = torch.fft.rfft(frames, n=FFT_SIZE).abs().pow(2)
-    energies = power @ torch.from_numpy(mel_banks(num_mel_bins)).to(wave.device).T
+    energies = power @ _on_device(functools.partial(mel_banks, num_mel_bins), wave.device).T
     return energies.clamp_min(torch.finfo(torch.float32).eps).log()
 
 
@@ -150,7 +165,7 @@ def window_inputs(waveform: torch.Tensor, starts: np.ndarray, ends: np.ndarray) 
     """AST inputs [len(starts), 1024, 128] of windows of a horizon-padded waveform: fbank, pad/cut, normalise."""
     import torch
 
-    out = torch.zeros((len(starts), TARGET_FRAMES, NUM_MEL_BINS), dtype=torch.float32)
+    out = torch.zeros((len(starts), TARGET_FRAMES, NUM_MEL_BINS), dtype=torch.float32, device=waveform.device)
     for row, (start, end) in enumerate(zip(starts, ends)):
         fbank = kaldi_fbank(waveform[int(start) : int(end)])[:TARGET_FRAMES]
         out[row, : len(fbank)] = fbank
@@ -238,7 +253,8 @@ class AstMusicEncoder:
         """
         from transformers import ASTModel
 
-        from mgsv.encoders.loading import load_frozen, resolve_device, resolve_dtype, resolve_source
+        from mgsv.devices import resolve_device
+        from mgsv.encoders.loading import load_frozen, resolve_dtype, resolve_source
 
         _music_spec_or_error(stride_s, channel, resampler)
         source = resolve_source(name_or_path, encoder_id)
@@ -272,9 +288,10 @@ class AstMusicEncoder:
         wave = _from_offset(wave, offset_s, source)
         horizon = int(MUSIC_HORIZON_S * SAMPLE_RATE)
         duration_s = len(wave) / SAMPLE_RATE
-        padded = torch.zeros(horizon, dtype=torch.float32)
+        # The fbank runs where the model does: on a GPU the waveform goes over once, not every window's features.
+        padded = torch.zeros(horizon, dtype=torch.float32, device=self.device)
         kept = min(len(wave), horizon)
-        padded[:kept] = torch.from_numpy(wave[:kept])
+        padded[:kept] = torch.from_numpy(wave[:kept]).to(self.device)
 
         layout = window_layout(duration_s, self.stride_s)
         valid = np.flatnonzero(layout.mask)

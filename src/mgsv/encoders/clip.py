@@ -147,7 +147,8 @@ class ClipFrameEncoder:
         _video_spec_or_error(frame_times, jpeg_quality)
         from transformers import CLIPVisionModelWithProjection
 
-        from mgsv.encoders.loading import load_frozen, resolve_device, resolve_dtype, resolve_source
+        from mgsv.devices import resolve_device
+        from mgsv.encoders.loading import load_frozen, resolve_dtype, resolve_source
 
         source = resolve_source(name_or_path, encoder_id)
         torch_device = resolve_device(device)

@@ -107,19 +107,6 @@ def cpu_supports_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse a device string; refuse CUDA/MPS when it is not available rather than failing deep inside torch."""
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError("device", f"not a torch device: {device!r}") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device", f"{device!r} requested but CUDA is not available on this machine")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError("device", f"{device!r} requested but MPS is not available on this machine")
-    return resolved
-
-
 def resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype:
     """`"auto"` picks bf16 where the hardware runs it natively (CUDA with bf16, AVX512-BF16/AMX CPUs), else fp32."""
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}

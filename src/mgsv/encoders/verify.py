@@ -189,8 +189,8 @@ def _source(pair: EncoderPair, encoder_id: str) -> dict[str, str]:
 def _clip_pair(pair: EncoderPair, device: str, dtype: str) -> tuple[ClipFrameEncoder, ClipFrameEncoder]:
     import torch
 
+    from mgsv.devices import resolve_device
     from mgsv.encoders.clip import ClipFrameEncoder
-    from mgsv.encoders.loading import resolve_device
     from mgsv.encoders.official_weights import openai_clip_vision, read_state_dict
 
     candidate = ClipFrameEncoder.from_pretrained(pair.candidate, device=device, dtype=dtype, encoder_id=pair.encoder_id)
@@ -206,8 +206,8 @@ def _clip_pair(pair: EncoderPair, device: str, dtype: str) -> tuple[ClipFrameEnc
 def _ast_pair(pair: EncoderPair, device: str, dtype: str) -> tuple[AstMusicEncoder, AstMusicEncoder]:
     import torch
 
+    from mgsv.devices import resolve_device
     from mgsv.encoders.ast import AstMusicEncoder
-    from mgsv.encoders.loading import resolve_device
     from mgsv.encoders.official_weights import ast_from_official, read_state_dict
 
     candidate = AstMusicEncoder.from_pretrained(pair.candidate, device=device, dtype=dtype, encoder_id=pair.encoder_id)

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from mgsv.data.dataset import PairDataset
+from mgsv.devices import device_name
 from mgsv.errors import SpecMismatchError
 from mgsv.evaluation.protocol import EvalOptions, Progress, evaluate, resolve_top_k
 from mgsv.evaluation.runner import DEFAULT_TOP_K, check_feature_specs, resolve_target
@@ -57,6 +58,7 @@ def compare_metrics(checkpoint: str | Path, rows: pd.DataFrame, stores: dict[str
     # stores are given), hence ".".
     target = resolve_target(Path(checkpoint), Path("."), None)
     options = options or EvalOptions()
+    options = replace(options, device=device_name(options.device))
     model, info = load_checkpoint(target.checkpoint, map_location=options.device)
     options = replace(options, top_k=resolve_top_k(model, options.top_k, DEFAULT_TOP_K))
     rows = rows.reset_index(drop=True)

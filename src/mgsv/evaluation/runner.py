@@ -16,6 +16,7 @@ from typing import Any
 from mgsv.atomic_io import make_temp_dir
 from mgsv.data.dataset import PairDataset
 from mgsv.data.predictions import write_predictions
+from mgsv.devices import device_name
 from mgsv.errors import InputError, OutputExistsError, SpecMismatchError
 from mgsv.evaluation.protocol import EvalOptions, EvalResult, Progress, evaluate, resolve_top_k
 from mgsv.evaluation.report import write_report
@@ -100,6 +101,7 @@ def run_evaluation(
     progress: Progress | None = None,
 ) -> EvalResult:
     """Evaluate, then publish predictions, metrics and the report into `out` in one rename."""
+    options = replace(options, device=device_name(options.device))
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"{out}: already exists; pass `force` to replace it or choose another `out`")
     model, infos = load_target(target, options.device)

@@ -275,9 +275,10 @@ def extract_modality_on_ray(
     if progress:
         progress(modality, 0, total)
     if to_encode:
-        gpus = int(ray.cluster_resources().get("GPU", 0)) if device.startswith("cuda") else 0
+        gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        if device.startswith("cuda"):
+        # "auto": the cluster's GPUs when it has any (each actor's encoder then resolves "auto" to its own GPU).
+        if device.startswith("cuda") or (device == "auto" and gpus > 0):
             if gpus < 1:
                 raise MgsvError("`device` cuda with `engine` ray: the Ray cluster has no GPU")
             actors, actor_resources, threads = gpus, {"num_gpus": 1}, None

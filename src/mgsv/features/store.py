@@ -272,10 +272,10 @@ def _numpy_backed_zeros(shape: tuple[int, int, int], dtype: Any) -> Any:
     """A zero torch tensor whose memory numpy allocated (calloc + huge-page advice; works for any torch dtype)."""
     import torch
 
-    itemsize = torch.empty(0, dtype=dtype).element_size()
+    itemsize = torch.empty(0, dtype=dtype, device="cpu").element_size()
     size = int(np.prod(shape))
     if size == 0:
-        return torch.zeros(shape, dtype=dtype)
+        return torch.zeros(shape, dtype=dtype, device="cpu")  # host memory, as the store's batches always are
     return torch.from_numpy(np.zeros(size * itemsize, dtype=np.uint8)).view(dtype).view(shape)
 
 

@@ -29,12 +29,12 @@ def keep_multiplier(shape: torch.Size, p: float, dtype: torch.dtype) -> tuple[Te
     """A {0, 1} tensor of `shape` in `dtype` (1 = keep, probability 1 - p rounded to 2^-16) and the kept scale."""
     threshold = round(p * _LEVELS)
     count = math.prod(shape)
-    seed = int(torch.randint(0, 2**62, (1,)))
+    seed = int(torch.randint(0, 2**62, (1,), device="cpu"))  # the CPU generator: this mask is the CPU path
     raw = np.random.PCG64(seed).random_raw((count + 3) // 4)  # four 16-bit numbers per 64-bit draw
     bits = torch.from_numpy(raw.view(np.int16)[:count]).view(shape)
     # Signed view: uniform on [-2^15, 2^15); keep when at least -2^15 + threshold. Comparing straight into the
     # tensor's dtype and multiplying by that (below) is ~3x faster here than multiplying by a bool mask.
-    keep = torch.ge(bits, threshold - (_LEVELS >> 1), out=torch.empty(shape, dtype=dtype))
+    keep = torch.ge(bits, threshold - (_LEVELS >> 1), out=torch.empty(shape, dtype=dtype, device="cpu"))
     return keep, _LEVELS / (_LEVELS - threshold)
 
 

@@ -158,12 +158,14 @@ class Grounder:
         search: SearchOptions | None = None,
         source: str = "model",
     ) -> None:
+        from mgsv.devices import device_name
         from mgsv.inference.batched import PRECISIONS
         from mgsv.models.contract import model_fingerprint, require
 
         if precision not in PRECISIONS:
             raise OptionError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         require(model, searchable=True, purpose="grounding in a music library")
+        device = device_name(device)
         self.model = model.to(device).eval()
         self.video_spec = feature_specs["video"]
         self.music_spec = feature_specs["music"]
@@ -194,8 +196,10 @@ class Grounder:
         search: SearchOptions | None = None,
     ) -> Grounder:
         """Load a checkpoint folder and a CLIP encoder (hub id, local folder, a loaded encoder, or None)."""
+        from mgsv.devices import device_name
         from mgsv.models.checkpoint import load_checkpoint
 
+        device = device_name(device)  # before anything is loaded: a device this machine lacks is refused first
         model, info = load_checkpoint(checkpoint, map_location=device)
         specs = checkpoint_specs(info.feature_specs, str(checkpoint))
         if isinstance(clip, (str, os.PathLike)):
@@ -301,7 +305,7 @@ class Grounder:
             raise self._nothing_eligible(video.source, encoded, condition, options.fit_duration, video.duration)
         query = video.encoding.embedding[0].float().cpu().numpy()
         candidates = encoded.candidates.search(query, self.search.candidates, eligible)
-        scores = ranker.exact_scores(self.model, video.encoding, encoded.index, candidates)
+        scores = ranker.exact_scores(self.model, video.encoding, encoded.index, candidates, self.device)
         notes = list(video.notes)
         if options.diverse:
             best = self._diverse_top(encoded, candidates, scores, options, notes)
@@ -378,7 +382,7 @@ class Grounder:
                 f"the track ({track.duration:.1f} s) is shorter than the video ({video.duration:.1f} s): it has no "
                 "moment of the video's length (`fit_duration`)",
             )
-        score = float(ranker.exact_scores(self.model, video.encoding, encoded.index, np.array([row]))[0])
+        score = float(ranker.exact_scores(self.model, video.encoding, encoded.index, np.array([row]), self.device)[0])
         return self._alternatives(video, [track], [(0, score)], [spans], count, options)[0]
 
     def _alternatives(
@@ -419,7 +423,7 @@ class Grounder:
             if new:
                 longest = max(stop - first for _, first, stop in new)
                 part_feats = feats.new_zeros((len(new), longest, feats.shape[2]))
-                part_mask = torch.zeros((len(new), longest), dtype=torch.bool)
+                part_mask = torch.zeros((len(new), longest), dtype=torch.bool, device="cpu")  # host, as `mask`
                 for number, (i, first, stop) in enumerate(new):
                     part_feats[number, : stop - first] = feats[i, first:stop]
                     part_mask[number, : stop - first] = mask[i, first:stop]

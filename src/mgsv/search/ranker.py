@@ -33,30 +33,32 @@ MIN_MOMENT_S = 0.5  # a clipped moment shorter than this is treated as having fa
 
 
 @torch.inference_mode()
-def exact_scores(model: torch.nn.Module, video: Any, index: TrackIndex, rows: np.ndarray) -> np.ndarray:
+def exact_scores(model: torch.nn.Module, video: Any, index: TrackIndex, rows: np.ndarray,
+                 device: str = "cpu") -> np.ndarray:
     """p_s of one encoded video against track index rows (in the given order): float32 [len(rows)].
 
     Float32 whatever the grounding precision: scoring is a pass over the candidates' stored float16 tokens, which
-    bf16 would make coarser without making faster here.
+    bf16 would make coarser without making faster here. The blocks are read on the host and scored on `device`
+    (the model's and the video encoding's).
     """
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty(len(rows), dtype=np.float32)
     if not len(rows):
         return out
     scorer = model.index_scorer(video)
-    embeddings = torch.from_numpy(index.embedding_rows(rows))
+    embeddings = torch.from_numpy(index.embedding_rows(rows)).to(device)
     pooled = None
     if scorer.needs_tokens:
-        pooled = torch.empty(len(rows), 1, index.dim)
+        pooled = torch.empty(len(rows), 1, index.dim, device=device)
         # One float32 buffer for every block: converting into memory that stays in cache keeps this fast.
         buffer = index.buffer("float32", min(READ_CHUNK, len(rows)) * int(index.lengths[rows].max()) * index.dim,
                               torch.float32)
         for positions, tokens, mask in index.blocks(rows):
             block = buffer[: tokens.numel()].view(tokens.shape)
             block.copy_(tokens)
-            pooled[torch.from_numpy(positions)] = scorer.pool(block, mask)
+            pooled[torch.from_numpy(positions).to(device)] = scorer.pool(block.to(device), mask.to(device))
     # The d-wide rest once for every candidate.
-    out[:] = scorer.scores(embeddings, pooled).numpy()
+    out[:] = scorer.scores(embeddings, pooled).cpu().numpy()
     return out
 
 

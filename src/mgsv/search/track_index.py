@@ -178,7 +178,7 @@ class TrackIndex:
 
         held = getattr(self._buffers, name, None)
         if held is None or held.numel() < count or held.dtype != dtype:
-            held = torch.empty(count, dtype=dtype)
+            held = torch.empty(count, dtype=dtype, device="cpu")  # host: blocks are read from disk into it
             setattr(self._buffers, name, held)
         return held[:count]
 

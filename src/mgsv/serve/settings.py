@@ -104,7 +104,10 @@ class ServeSettings:
 
     def check(self, host: str | None = None) -> None:
         """Refuse inconsistent settings; with `host`, also refuse a public bind without an API token."""
+        from mgsv.devices import resolve_device
+
         self.limits.check()
+        resolve_device(self.device)  # a GPU this machine lacks is refused before the server starts
         for name, token in (("--api-token", self.api_token), ("--admin-token", self.admin_token)):
             if token is not None and (len(token) < MIN_TOKEN_CHARS or token != token.strip()):
                 raise InputError(

@@ -10,9 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from mgsv.errors import MgsvError
+from mgsv.devices import device_name
 
 
 @dataclass(frozen=True)
@@ -51,12 +49,10 @@ def gather(value: Any, dist_info: Dist) -> list[Any]:
     return out
 
 
-def resolve_device(device: str, dist_info: Dist) -> str:
-    """"auto" -> cuda (this rank's GPU) when available, else cpu."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+def rank_device(device: str, dist_info: Dist) -> str:
+    """The device this rank trains on: `device` as `mgsv.devices.device_name` resolves it ("auto": cuda when
+    available, else cpu), and under torchrun "cuda" becomes this rank's GPU, cuda:LOCAL_RANK."""
+    device = device_name(device)
     if device == "cuda" and dist_info.world_size > 1:
-        device = f"cuda:{dist_info.local_rank}"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MgsvError(f"device {device!r} requested but CUDA is not available; use `device` cpu")
+        device = device_name(f"cuda:{dist_info.local_rank}")
     return device

@@ -31,6 +31,8 @@ from torch import nn
 
 from mgsv import __version__
 from mgsv.data.dataset import PairDataset
+from mgsv.data.device_batches import device_batches
+from mgsv.devices import device_name, synchronize
 from mgsv.errors import InputError, MgsvError
 from mgsv.evaluation import metrics as M
 from mgsv.evaluation.protocol import EvalOptions, check_capabilities, collect_outputs, score_outputs
@@ -39,7 +41,7 @@ from mgsv.inference.batched import autocast
 from mgsv.models.checkpoint import read_checkpoint_info, save_checkpoint
 from mgsv.models.registry import Preset, get_preset
 from mgsv.training import run_folder
-from mgsv.training.distributed import gather, init_distributed, resolve_device
+from mgsv.training.distributed import gather, init_distributed, rank_device
 from mgsv.training.objectives import objective_for
 from mgsv.training.overrides import apply_recipe_overrides
 from mgsv.training.plots import plot_curves
@@ -59,6 +61,7 @@ SELECTION = (
 )
 # Early stopping watches these (docs/official-code.md, "Training"); a metric counts as improved only when strictly
 # better.
+LOGGED_LOSSES = ("L_total", "L_ret", "L_loc", "loss_span", "loss_giou", "loss_label")  # per epoch in log.csv
 EARLY_STOP_METRICS = (M.recall_name(1), M.recall_name(5), "mIoU", M.mor_name(1, 0.5), M.mor_name(1, 0.7))
 
 
@@ -94,12 +97,6 @@ class TrainState:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Set-up
-
-
-def synchronize(device: str) -> None:
-    """Wait for queued GPU work, so that a wall-clock time covers it (nothing to wait for on a CPU)."""
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -161,9 +158,9 @@ class Trainer:
             raise MgsvError(f"plot_every must be an integer >= 0 (0: draw curves.png only at the end), "
                             f"got {settings.plot_every!r}")
         self.preset = get_preset(settings.preset)
-        self.dist = init_distributed(settings.device if settings.device != "auto" else
-                                     ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.device = resolve_device(settings.device, self.dist)
+        device = device_name(settings.device)  # "auto" resolved, a device this machine lacks refused, first
+        self.dist = init_distributed(device)
+        self.device = rank_device(device, self.dist)
         self.config = self.preset.config(**settings.model_overrides)
         self.recipe = apply_recipe_overrides(recipe_for(self.preset.name), settings.recipe_overrides)
         with torch.device("meta"):  # refuse top-k validation of a model that cannot do it before anything is written
@@ -274,25 +271,26 @@ class Trainer:
         batches = self.train_data.batches(self.per_rank_batch, epoch=epoch, seed=0, rank=self.dist.rank,
                                           world_size=self.dist.world_size)
         task = progress.add_task(f"epoch {epoch + 1}/{self.recipe.epochs}", total=self.steps_per_epoch)
-        for batch in batches:
-            batch = batch.to(self.device)
+        for batch in device_batches(batches, self.device):
             with autocast(self.settings.precision, self.device):
                 output = self.train_model(batch.frame_feats, batch.frame_mask, batch.segment_feats,
                                           batch.segment_mask)
                 losses = self.objective(self.model, output, batch.spans_target[:, None], self.loss_weights)
-            loss = losses["L_total"]
-            if not torch.isfinite(loss):
-                raise MgsvError(f"training diverged at step {self.state.step}: loss is {loss.item()}; "
+            names = [name for name in LOGGED_LOSSES if name in losses]
+            # One device-to-host copy for every logged loss: on a GPU each separate .item() waits for the queue.
+            values = dict(zip(names, torch.stack([losses[n].detach().float() for n in names]).tolist(), strict=True))
+            loss = values["L_total"]
+            if not math.isfinite(loss):
+                raise MgsvError(f"training diverged at step {self.state.step}: loss is {loss}; "
                                 "try a lower learning rate or fp32")
-            apply_gradients(loss, self.optimizer, self.scheduler, self.recipe.grad_clip_norm)
+            apply_gradients(losses["L_total"], self.optimizer, self.scheduler, self.recipe.grad_clip_norm)
             self.state.step += 1
-            for name in ("L_total", "L_ret", "L_loc", "loss_span", "loss_giou", "loss_label"):
-                if name in losses:
-                    totals[name] = totals.get(name, 0.0) + float(losses[name].detach())
+            for name, value in values.items():
+                totals[name] = totals.get(name, 0.0) + value
             progress.update(task, advance=1, description=f"epoch {epoch + 1}/{self.recipe.epochs} "
-                                                         f"loss {loss.item():.3f}")
+                                                         f"loss {loss:.3f}")
             if self._tensorboard is not None:
-                self._tensorboard.add_scalar("train/L_total_step", loss.item(), self.state.step)
+                self._tensorboard.add_scalar("train/L_total_step", loss, self.state.step)
         progress.remove_task(task)
         return {f"train_{k}": v / self.steps_per_epoch for k, v in totals.items()}
 
@@ -305,11 +303,10 @@ class Trainer:
         batches = self.train_data.batches(self.per_rank_batch, epoch=0, seed=0, rank=self.dist.rank,
                                           world_size=self.dist.world_size)
         times: list[float] = []
-        for index, batch in enumerate(batches):
+        for index, batch in enumerate(device_batches(batches, self.device)):
             if index > count:
                 break
             started = time.perf_counter()
-            batch = batch.to(self.device)
             with autocast(self.settings.precision, self.device):
                 output = self.train_model(batch.frame_feats, batch.frame_mask, batch.segment_feats,
                                           batch.segment_mask)
