@@ -26,17 +26,25 @@ import torch
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Median GFLOP/s of a [size, size] x [size, size] product in `dtype` (after one warm-up), this process."""
+def synchronize(device: str | torch.device = "cpu") -> None:
+    """Wait for queued GPU work, so that a wall-clock time covers it (nothing to wait for on a CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5, device: str | torch.device = "cpu") -> float:
+    """Median GFLOP/s of a [size, size] x [size, size] product in `dtype` on `device` (after one warm-up)."""
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=g).to(dtype)
-    b = torch.randn(size, size, generator=g).to(dtype)
-    out = torch.empty(size, size, dtype=dtype)
+    a = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
+    out = torch.empty(size, size, dtype=dtype, device=device)
     torch.mm(a, b, out=out)
+    synchronize(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         torch.mm(a, b, out=out)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return 2 * size**3 / statistics.median(times) / 1e9
 
@@ -49,9 +57,10 @@ class Peaks:
     bf16: float
 
     @classmethod
-    def measure(cls, size: int = 2048, repeats: int = 5) -> Peaks:
-        """Time both precisions now (about a second on a 2-core CPU)."""
-        return cls(matmul_gflops(torch.float32, size, repeats), matmul_gflops(torch.bfloat16, size, repeats))
+    def measure(cls, size: int = 2048, repeats: int = 5, device: str | torch.device = "cpu") -> Peaks:
+        """Time both precisions now on `device` (about a second on a 2-core CPU)."""
+        return cls(matmul_gflops(torch.float32, size, repeats, device),
+                   matmul_gflops(torch.bfloat16, size, repeats, device))
 
     def best(self, other: Peaks) -> Peaks:
         """The higher of two measurements per precision: load from other jobs only ever lowers a peak."""
