@@ -179,9 +179,11 @@ def bench_ast(args: argparse.Namespace, log) -> dict:
 def add_rates(result: dict, peaks: Peaks) -> None:
     """x floor of each row's median and min seconds per item, against the peak of the row's precision."""
     for row in result["rows"]:
-        flops = row["flops_per_item"] or 0.0
-        row["rate"] = rate(row["median_s"], flops, peaks.of(row["precision"]))
-        row["rate_min"] = rate(row["min_s"], flops, peaks.of(row["precision"]))
+        for key, seconds in (("rate", row["median_s"]), ("rate_min", row["min_s"])):
+            if row["flops_per_item"]:
+                row[key] = rate(seconds, row["flops_per_item"], peaks.of(row["precision"]))
+            else:  # the fbank: no FLOPs counted, no floor (JSON has no NaN)
+                row[key] = {"seconds": round(seconds, 4), "gflop": "n/a (FFT preprocessing, not counted)"}
 
 
 def print_table(title: str, unit: str, result: dict) -> None:
