@@ -14,25 +14,44 @@ with the diverse list. Also timed:
     nice .venv/bin/python benchmarks/bench_ground.py --tracks 4000 --workdir /tmp/bench-ground --repeats 30
 
 Numbers are wall-clock seconds; p50 / p95 over --repeats queries (each with new random frame features).
+
+Beside each p50: the useful FLOPs of one query (counted with bench_made's counters from the lengths: encode_video of
+the 30 frames, the candidate stage's h0 scores over the whole library, X-Pool's per-pair sums for the K candidates
+(their per-track state is stored in the index), detection of the top-k; the candidates' and listed tracks' lengths
+are taken from the library's length distribution, not from the tracks a query actually picks), the matrix-product
+peak of this process in the row's precision (measured before and after, the higher kept) and x floor. Every query
+row is given the count of the plain query: rows with alternatives or the diverse list do extra detections that are
+not counted (their x floor overstates the distance to the limit); the filtered row scores fewer candidates than
+counted (its x floor understates it). The index build counts encode_music and the per-track X-Pool state of every track;
+CLIP counts ~8.8 GFLOP a frame (`_encoder_flops`).
+
+    nice .venv/bin/python benchmarks/bench_ground.py --tracks 300 --repeats 3 --skip-clip --json    # quick check
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _encoder_flops import clip_frame_flops
+from _peak import Peaks, load_average, rate
+from bench_made import detection_flops, enhancement_flops, relevance_flops
 
 from mgsv.features.spec import DEFAULT_SPECS, MUSIC_SPEC, VIDEO_SPEC
+from mgsv.models import get_preset
 from mgsv.models.checkpoint import load_checkpoint, save_checkpoint
 from mgsv.models.registry import build_model
 from mgsv.search import GroundOptions, TrackFilter
 from mgsv.search.grounder import Grounder, checkpoint_specs
 from mgsv.search.library import MusicLibrary
+from mgsv.search.options import DEFAULT_CANDIDATES
 
 
 def build_library(folder: Path, tracks: int, seed: int) -> MusicLibrary:
@@ -41,12 +60,39 @@ def build_library(folder: Path, tracks: int, seed: int) -> MusicLibrary:
     rng = np.random.default_rng(seed)
     durations = np.clip(rng.normal(140.0, 50.0, tracks), 15.0, 300.0)
     with library.writer(commit_every=tracks) as writer:
-        for number, duration in enumerate(durations):
-            windows = min(96, int(min(duration, 240.0) // 2.5) + 1)
+        for number, (duration, windows) in enumerate(zip(durations, window_counts(durations))):
             tokens = (0.5 * rng.standard_normal((windows, MUSIC_SPEC.dim))).astype(np.float32)
             writer.add_tokens(tokens, np.ones(windows, dtype=bool), path=folder / f"track-{number}.ogg",
                               content_hash=f"{number:064x}", duration=float(duration))  # fmt: skip
     return library
+
+
+def window_counts(durations: np.ndarray) -> list[int]:
+    """Valid windows of each track (centres every 2.5 s up to its duration, at most 96)."""
+    return [min(96, int(min(duration, 240.0) // 2.5) + 1) for duration in durations]
+
+
+def library_segments(tracks: int, seed: int) -> torch.Tensor:
+    """The window counts `build_library` gives its tracks (the same draws)."""
+    rng = np.random.default_rng(seed)
+    return torch.tensor(window_counts(np.clip(rng.normal(140.0, 50.0, tracks), 15.0, 300.0)))
+
+
+def query_flops(segments: torch.Tensor, frames: int, top: int, candidates: int) -> float:
+    """Useful FLOPs of one `ground_features` query (see the module docstring)."""
+    config = get_preset("made").config()
+    video = torch.tensor([frames])
+    picked = segments[: min(candidates, len(segments))]
+    per_pair = relevance_flops(config, 1, picked) - relevance_flops(config, 0, picked)  # the stored state excluded
+    listed = torch.full((top,), float(segments.double().mean()))
+    return (enhancement_flops(config, video, config.video_dim) + 2 * len(segments) * config.dim + per_pair
+            + detection_flops(config, video.repeat(top), listed))
+
+
+def index_flops(segments: torch.Tensor) -> float:
+    """encode_music of every track and its X-Pool state (what the track index stores)."""
+    config = get_preset("made").config()
+    return enhancement_flops(config, segments, config.music_dim) + relevance_flops(config, 0, segments)
 
 
 def percentiles(values: list[float]) -> str:
@@ -71,7 +117,7 @@ def time_queries(grounder: Grounder, repeats: int, **options: object) -> tuple[l
     return times, float(np.mean(alternatives))
 
 
-def time_clip(repeats: int) -> list[float]:
+def time_clip(repeats: int) -> tuple[list[float], str]:
     """Seconds to CLIP-encode 30 frames of 720p with a real-size ViT-B/32 (random weights) in the auto dtype."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -91,7 +137,7 @@ def time_clip(repeats: int) -> list[float]:
         encoder.encode(frames)
         times.append(time.perf_counter() - start)
     print(f"CLIP encoder dtype: {dtype}")
-    return times
+    return times, "bf16" if dtype == torch.bfloat16 else "fp32"
 
 
 def main() -> None:
@@ -102,8 +148,14 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=None, help="Keep (and reuse) the library and checkpoint here.")
     parser.add_argument("--skip-clip", action="store_true", help="Do not time the real-size CLIP encoder.")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout (logs on stderr)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    real_stdout = sys.stdout
+    if args.json:
+        sys.stdout = sys.stderr  # the tables become the log; stdout holds the JSON object only
+    peaks = Peaks.measure()
+    print(f"{peaks.describe()}; load {load_average()}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ground-"))
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -122,11 +174,19 @@ def main() -> None:
     print(f"{len(library)} tracks, real-size made ({sum(p.numel() for p in model.parameters()):,} parameters), "
           f"{args.threads} threads")  # fmt: skip
 
+    segments = library_segments(args.tracks, seed=0)
+    rows: list[dict] = []
     index = next((library_dir / "index").glob("*/manifest.json"), None)
     start = time.perf_counter()
     library.encoded(model)
     label = "opened the track index" if index else "built the track index (encode_music of every track)"
-    print(f"{label}: {time.perf_counter() - start:.2f} s")
+    build_s = time.perf_counter() - start
+    if index:
+        print(f"{label}: {build_s:.2f} s")
+    else:
+        rows.append({"name": "build track index", "precision": "fp32", "seconds": build_s,
+                     "flops": index_flops(segments)})
+        print(f"{label}: {build_s:.2f} s ({rows[-1]['flops'] / 1e9:.1f} GFLOP)")
     start = time.perf_counter()
     MusicLibrary(library_dir).encoded(model)
     print(f"opened the track index (fresh library object): {time.perf_counter() - start:.2f} s")
@@ -142,15 +202,34 @@ def main() -> None:
         "fp32, diverse": (grounder, {"diverse": True}),
         "bf16 autocast": (Grounder(model, specs, library, precision="bf16"), {}),
     }
+    flops = query_flops(segments, 30, args.top, DEFAULT_CANDIDATES)
     for name, (runner, extra) in runs.items():
         time_queries(runner, 2, top=args.top, **extra)  # warm-up
         times, alternatives = time_queries(runner, args.repeats, top=args.top, **extra)
         found = f"   {alternatives:.1f} alternatives per track" if "alternatives" in extra else ""
         print(f"ground (after CLIP), top-{args.top}, {name:20} {percentiles(times)}{found}")
+        rows.append({"name": f"ground top-{args.top}, {name}", "precision": "bf16" if "bf16" in name else "fp32",
+                     "seconds": statistics.median(times), "p95_s": sorted(times)[round(0.95 * (len(times) - 1))],
+                     "flops": flops})
     if not args.skip_clip:
-        clip_times = time_clip(max(3, args.repeats // 4))
+        clip_times, clip_precision = time_clip(max(3, args.repeats // 4))
         print(f"CLIP ViT-B/32, 30 frames of 720p:                {percentiles(clip_times)}  "
               f"({statistics.median(clip_times) / 30 * 1000:.1f} ms per frame)")  # fmt: skip
+        from transformers import CLIPVisionConfig
+
+        rows.append({"name": "CLIP 30 frames of 720p", "precision": clip_precision,
+                     "seconds": statistics.median(clip_times), "flops": 30 * clip_frame_flops(CLIPVisionConfig())})
+
+    peaks = peaks.best(Peaks.measure())
+    print(f"\n{peaks.describe()} (best of before / after); x floor = p50 / (useful FLOPs / peak of the precision)")
+    for row in rows:
+        row["rate"] = rate(row["seconds"], row["flops"], peaks.of(row["precision"]))
+        print(f"  {row['name']:42} {row['precision']}  {row['seconds'] * 1000:9.1f} ms  "
+              f"{row['rate']['gflop']:8.2f} GFLOP  {row['rate']['x_floor']:8.1f}x floor")
+    if args.json:
+        print(json.dumps({"tracks": len(library), "threads": args.threads, "repeats": args.repeats, "top": args.top,
+                          "candidates": DEFAULT_CANDIDATES, "peaks": peaks.to_dict(), "load": load_average(),
+                          "rows": rows}, indent=2), file=real_stdout)
 
 
 if __name__ == "__main__":

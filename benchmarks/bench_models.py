@@ -10,6 +10,11 @@ then its selected checkpoint (best val MoR@1, or best val mIoU / R@1 for groundi
 MVPt+/UVCOM+ combines the mvpt+ and uvcom+ runs of the same seed. Prints a table of mean +- std over the seeds (n/a
 where a model cannot produce a metric) and writes results.json. Finished runs are reused when the command is run
 again with the same --out (delete the folder to start over).
+
+Speed is not what this compares: each run's train and eval seconds are printed with the matrix-product peaks of
+this process (also in results.json and `--json`, which prints the results object on stdout and the log on stderr),
+but no useful FLOPs are counted for these runs (twelve architectures at a reduced width: `gflop: not counted`, no
+floor). bench_made.py counts MaDe's training step and evaluation at real size.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from _peak import Peaks, load_average
+from _report import emit, json_mode
 
 from mgsv.data.annotations import load_annotations
 from mgsv.data.dataset import PairDataset
@@ -166,12 +173,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 is several times faster than 2 when other work shares the cores")
     parser.add_argument("--quick", action="store_true", help="tiny data, 2 epochs, 1 seed: checks the pipeline")
+    parser.add_argument("--json", action="store_true", help="print the results object on stdout (logs on stderr)")
     args = parser.parse_args()
+    with json_mode(args.json):
+        results = run(args)
+    if args.json:
+        emit(results)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train and test every system and seed; print and write the table; return what results.json holds."""
     if args.quick:
         args.seeds, args.tracks, args.train_videos, args.eval_videos, args.epochs = [0], 24, 96, 24, 1
         args.max_track_s, args.max_video_s = 60.0, 20.0
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
+    peaks = Peaks.measure()
+    print(f"{peaks.describe()}; load {load_average()}; gflop: not counted (see the module docstring)", flush=True)
 
     data = args.out / "data"
     config = SyntheticConfig(num_tracks=args.tracks, num_train_videos=args.train_videos, val_size=args.eval_videos,
@@ -188,7 +206,7 @@ def main() -> None:
             metrics = record["metrics"]
             print(f"{system:12s} seed {seed}: mIoU {metrics.get('mIoU', math.nan):.3f}  "
                   f"R@1 {metrics.get('R@1', math.nan):5.1f}  train {record['train_seconds']:.0f} s  "
-                  f"eval {record['eval_seconds']:.0f} s", flush=True)
+                  f"eval {record['eval_seconds']:.0f} s (gflop: not counted)", flush=True)
         if all(p in args.systems for p in COMPOSITE):
             records.append(composite_metrics(seed, data, runs, args))
     table = summarize(records)
@@ -200,10 +218,14 @@ def main() -> None:
                                                                                           args.batch_size),
               "lr": args.lr, "dim": args.dim, "ffn": args.ffn, "heads": args.heads, "precision": args.precision,
               "seeds": args.seeds, "torch_threads": torch.get_num_threads()}
-    (args.out / "results.json").write_text(json.dumps({"budget": budget, "runs": records, "table": table},
-                                                      indent=2) + "\n")
+    peaks = peaks.best(Peaks.measure())
+    results = {"budget": budget, "runs": records, "table": table, "peaks": peaks.to_dict(), "load": load_average(),
+               "gflop": "not counted"}
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print_table(table, len(args.seeds))
-    print(f"\nbudget: {json.dumps(budget)}\nresults: {args.out / 'results.json'}")
+    print(f"\n{peaks.describe()} (best of before / after)")
+    print(f"budget: {json.dumps(budget)}\nresults: {args.out / 'results.json'}")
+    return results
 
 
 if __name__ == "__main__":

@@ -27,6 +27,15 @@ breakdown by stage. `--cold` drops the index's token files from the page cache b
 (`posix_fadvise(DONTNEED)` on this index's files only), so every candidate is read from the disk. `recall`: the true top 10 by exact p_s over every track (one streaming pass for all queries)
 against the K candidates; recall@10 = |true top 10 in the candidates| / 10 (the exact stage then ranks them
 exactly). Peak RSS is the process's `ru_maxrss`; RSS splits into anonymous and file-backed pages.
+
+Beside each time (all steps; `--json` prints one object with them on stdout, the log on stderr): the useful FLOPs
+where the work is arithmetic, counted with bench_made's counters from the tracks' window counts (building the track
+index with the model: encode_music + X-Pool state of every track; a query: encode_video, the exact candidate
+stage's h0 scores over every track, X-Pool's per-pair sums for the K candidates, detection of the top 5, with the
+candidates' lengths taken from the library's distribution; the recall pass: X-Pool's per-pair sums for every
+(query, track)), the matrix-product peaks of this process (before and after, the higher kept) and x floor. Writing
+tokens, metadata and synthetic indexes is I/O (`gflop: n/a (I/O bound)`); the planted step trains a d=64 model
+and is not counted. faiss / lance candidate stages are counted as the exact one.
 """
 
 from __future__ import annotations
@@ -45,8 +54,13 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _peak import Peaks, load_average, rate
+from _report import IO_BOUND, emit, json_mode, no_floor
+from bench_ground import index_flops, query_flops
+from bench_made import detection_flops, enhancement_flops, relevance_flops
 
 from mgsv.features.spec import DEFAULT_SPECS, MUSIC_SPEC, VIDEO_SPEC
+from mgsv.models import get_preset
 from mgsv.models.checkpoint import load_checkpoint, save_checkpoint
 from mgsv.models.contract import model_fingerprint
 from mgsv.models.made import MusicEncoding
@@ -59,6 +73,11 @@ from mgsv.search.track_index import update_track_index
 
 LICENCES = ("CC0", "CC BY 4.0", "CC BY-SA 3.0", "proprietary")
 GENRES = ("ambient", "rock", "pop", "jazz", "electronic", "classical")
+TIMES: list[dict] = []  # every timed piece of work of this run: name, seconds, useful FLOPs (None: not arithmetic)
+
+
+def record(name: str, seconds: float, flops: float | None, precision: str = "fp32") -> None:
+    TIMES.append({"name": name, "seconds": seconds, "flops": flops, "precision": precision})
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -102,6 +121,11 @@ def checkpoint_in(workdir: Path) -> Path:
         torch.manual_seed(0)
         save_checkpoint(build_model("made"), checkpoint, feature_specs=DEFAULT_SPECS)
     return checkpoint
+
+
+def segments_of(tracks: int) -> torch.Tensor:
+    """Window counts of the library's tracks (seed 0, as `build` makes them)."""
+    return torch.from_numpy(windows_for(durations_for(tracks, 0)))
 
 
 def folder_bytes(folder: Path) -> int:
@@ -199,6 +223,7 @@ def build(args: argparse.Namespace) -> None:
     if args.mode == "model":
         library = build_model_library(folder, args.tracks, seed=0)
         tokens_s = time.perf_counter() - started
+        record("write tokens + metadata", tokens_s, None)
         print(f"tokens + metadata of {args.tracks:,} tracks written in {tokens_s:.0f} s", flush=True)
         started = time.perf_counter()
         done = [0]
@@ -209,9 +234,12 @@ def build(args: argparse.Namespace) -> None:
                 print(f"  {stage}: {count:,} / {total:,} ({time.perf_counter() - started:.0f} s)", flush=True)
 
         library.encoded(model, progress=progress)
-        print(f"track index built (encode_music of every track, real-size made) in {time.perf_counter() - started:.0f} s")
+        seconds = time.perf_counter() - started
+        record("build track index (encode_music)", seconds, index_flops(segments_of(args.tracks)))
+        print(f"track index built (encode_music of every track, real-size made) in {seconds:.0f} s")
     else:
         build_synthetic_library(folder, args.tracks, 0, model)
+        record("write synthetic index + metadata", time.perf_counter() - started, None)
         print(f"synthetic track index and metadata written in {time.perf_counter() - started:.0f} s")
     index_dir = folder / "index"
     print(f"disk: track index {folder_bytes(index_dir) / 1e9:.2f} GB "
@@ -262,6 +290,8 @@ def query(args: argparse.Namespace) -> None:
             times.append(time.perf_counter() - start)
         label = f"{name}{', cold' if args.cold else ''}"
         print(f"ground after CLIP, top 5, {label:44} {percentiles(times)}", flush=True)
+        record(f"query, {label} (p50)", statistics.median(times),
+               query_flops(segments_of(len(encoded)), 30, 5, args.candidates))
     # Where the time goes, on the same queries.
     stages: dict[str, list[float]] = {"encode_video": [], "candidates": [], "exact p_s": [], "detect top 5": []}
     for feats in query_features(args.queries, 1):
@@ -279,8 +309,16 @@ def query(args: argparse.Namespace) -> None:
         top = rows[np.argsort(-scores, kind="stable")[:5]]
         detect_moments(model, video, model.index_encodings(encoded.index.entries(top)), np.arange(5))
         stages["detect top 5"].append(time.perf_counter() - start)
+    config, segments = get_preset("made").config(), segments_of(len(encoded))
+    picked, video = segments[: args.candidates], torch.tensor([30])
+    listed = torch.full((5,), float(segments.double().mean()))
+    stage_flops = {"encode_video": enhancement_flops(config, video, config.video_dim),
+                   "candidates": 2.0 * len(segments) * config.dim,
+                   "exact p_s": relevance_flops(config, 1, picked) - relevance_flops(config, 0, picked),
+                   "detect top 5": detection_flops(config, video.repeat(5), listed)}
     for name, times in stages.items():
         print(f"  stage {name:14} {percentiles(times)}")
+        record(f"stage {name} (p50)", statistics.median(times), stage_flops[name])
     print(rss())
 
 
@@ -324,8 +362,12 @@ def recall(args: argparse.Namespace) -> None:
         video = model.encode_video(feats, torch.ones(feats.shape[:2], dtype=torch.bool))
     started = time.perf_counter()
     found = recall_at_10(model, encoded, video, args.ks)
+    seconds = time.perf_counter() - started
+    segments, config = segments_of(len(encoded)), get_preset("made").config()
+    record("exhaustive p_s pass + recall", seconds,
+           relevance_flops(config, args.recall_queries, segments) - relevance_flops(config, 0, segments))
     print(f"{len(encoded):,} tracks, {args.recall_queries} random queries, exhaustive pass "
-          f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+          f"{seconds:.0f} s")  # fmt: skip
     for k, values in found.items():
         print(f"  recall@10 with K = {k:6,}: mean {np.mean(values):.3f}, min {np.min(values):.1f}, "
               f"queries with all 10: {np.mean(np.array(values) == 1.0) * 100:.0f} %")  # fmt: skip
@@ -384,7 +426,9 @@ def planted(args: argparse.Namespace) -> None:
         video = model.encode_video(feats, mask)
     n = len(encoded)
     ks = sorted({max(1, round(n * f)) for f in (0.005, 0.02, 0.1)})
+    started = time.perf_counter()
     found = recall_at_10(model, encoded, video, ks)
+    record("planted recall pass (d=64 model)", time.perf_counter() - started, None)
     print(f"planted-signal: {n} tracks, {len(test)} test videos, model trained {args.planted_epochs} epochs (d=64)")
     for k, values in found.items():
         print(f"  recall@10 with K = {k:5} ({k / n * 100:.1f} % of the tracks): mean {np.mean(values):.3f}, "
@@ -408,10 +452,27 @@ def main() -> None:
     parser.add_argument("--planted-tracks", type=int, default=2000)
     parser.add_argument("--planted-train", type=int, default=20_000)
     parser.add_argument("--planted-epochs", type=int, default=8)
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout (logs on stderr)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    {"build": build, "query": query, "recall": recall, "planted": planted}[args.step](args)
+    with json_mode(args.json):
+        peaks = Peaks.measure()
+        print(f"{peaks.describe()}; load {load_average()}")
+        {"build": build, "query": query, "recall": recall, "planted": planted}[args.step](args)
+        peaks = peaks.best(Peaks.measure())
+        print(f"\n{peaks.describe()} (best of before / after); x floor = seconds / (useful FLOPs / peak)")
+        for row in TIMES:
+            if row["flops"] is None:
+                row["rate"] = no_floor(row["seconds"], "I/O and bookkeeping, or a model not counted")
+                print(f"  {row['name']:52} {row['seconds']:10.3f} s   gflop: {IO_BOUND}")
+            else:
+                row["rate"] = rate(row["seconds"], row["flops"], peaks.of(row["precision"]))
+                print(f"  {row['name']:52} {row['seconds']:10.3f} s   {row['rate']['gflop']:10.2f} GFLOP   "
+                      f"{row['rate']['x_floor']:8.1f}x floor")
+    if args.json:
+        emit({"step": args.step, "tracks": args.tracks, "mode": args.mode, "threads": args.threads,
+              "peaks": peaks.to_dict(), "load": load_average(), "times": TIMES})
 
 
 if __name__ == "__main__":

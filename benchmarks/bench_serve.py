@@ -12,6 +12,12 @@ and shows the burst being answered 503 + Retry-After instead of being queued wit
 
 The model work is tiny by design (the point is the HTTP path, queue and memory, not MaDe's speed: see
 bench_made.py / bench_ground.py for that); numbers are wall-clock on whatever else the machine is doing.
+
+No useful FLOPs are counted: the models are tiny on purpose and the time is the HTTP path, video decoding, the
+queue and process bookkeeping, so every row says `gflop: n/a (I/O bound)` with no floor; the matrix-product peaks
+of this process are printed (and put in `--json`) so that runs on different machines can be told apart.
+
+    nice .venv/bin/python benchmarks/bench_serve.py --requests 4 --rounds 1 --tracks 50 --json   # quick check
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from _peak import Peaks, load_average
+from _report import IO_BOUND, emit, json_mode, no_floor
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the test factories build the tiny models, library and video
@@ -39,6 +47,7 @@ from grounding_factory import make_synthetic_library, make_tiny_setup
 from media_factory import write_test_video, write_tone
 
 TOKEN = "bench-serve-token-0123456789"
+ROWS: list[dict] = []  # every reported round, for --json
 URL_LINE = re.compile(r"mgsv serve: (http://127\.0\.0\.1:\d+/)")
 
 
@@ -120,7 +129,7 @@ def report(
     memory: dict[str, float],
     wall: float,
     health: list[float] | None = None,
-) -> None:
+) -> dict:
     latencies = [seconds for status, seconds, _ in results if status == 200]
     statuses = Counter(status for status, _, _ in results)
     errors = sum(count for status, count in statuses.items() if status != 200)
@@ -137,6 +146,12 @@ def report(
     retry = sorted({r for status, _, r in results if status == 503 and r})
     if retry:
         print(f"{'':<10} 503 answers carried Retry-After: {', '.join(retry)} s", flush=True)
+    ROWS.append(no_floor(wall, "none: HTTP, decoding and queueing with tiny models") | {
+        "name": name, "requests": len(results), "statuses": dict(statuses),
+        "p50_s": statistics.median(latencies) if latencies else None,
+        "p95_s": percentile(latencies, 95) if latencies else None, "memory_mb": memory,
+        "health_p50_s": statistics.median(health) if health else None, "retry_after": retry})
+    return ROWS[-1]
 
 
 def main() -> None:
@@ -146,8 +161,19 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=500, help="tracks in the (random-token) library")
     parser.add_argument("--video-seconds", type=float, default=10.0)
     parser.add_argument("--overload", action="store_true", help="also burst a server whose queue holds 4")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout (logs on stderr)")
     args = parser.parse_args()
+    with json_mode(args.json):
+        peaks = Peaks.measure()
+        print(f"{peaks.describe()}; load {load_average()}; gflop: {IO_BOUND} (see the module docstring)")
+        leftovers = run(args)
+        peaks = peaks.best(Peaks.measure())
+    if args.json:
+        emit({"requests": args.requests, "rounds": args.rounds, "tracks": args.tracks, "peaks": peaks.to_dict(),
+              "load": load_average(), "rows": ROWS, "temporary_folders_left": leftovers})
 
+
+def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as folder:
         root = Path(folder)
         setup = make_tiny_setup(root / "models")
@@ -186,6 +212,7 @@ def main() -> None:
                 print(f"--- {log.name} ---\n{text[-6000:]}")
         leftovers = list(work.glob("mgsv-serve-*"))
         print(f"temporary folders left after shutdown: {len(leftovers)}")
+        return len(leftovers)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,14 @@ the files of the batch from the page cache first (posix_fadvise DONTNEED), "warm
 
     nice .venv/bin/python benchmarks/bench_store.py                      # real sizes (~7 GB of temp files)
     .venv/bin/python benchmarks/bench_store.py --videos 2000 --tracks 300  # quick run
+    .venv/bin/python benchmarks/bench_store.py --videos 2000 --tracks 300 --json
+
+Batch assembly is file I/O, not arithmetic: each time is printed with `gflop: n/a (I/O bound)`, the matrix-product
+peaks of the process (for the record) and a floor in bytes over a bandwidth measured in the same run. Cold rows:
+the bytes the layout must read for the batch (official: the batch's .pt files, padded float32 + masks; store: the
+valid tokens in float16) over a cold sequential read of a file on the same disk. Warm and in-RAM rows: those bytes
+read from memory plus the float32 batch written (unpadded, or padded to 50 / 96 for the pad row) over an in-memory
+copy's bandwidth (which counts bytes read + written).
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _peak import Peaks, load_average
+from _report import emit, io_rate, json_mode, memory_gbs, read_gbs
 
 from mgsv.features.official import MUSIC_DIRS, VIDEO_DIR
 from mgsv.features.spec import MUSIC_SPEC, VIDEO_SPEC
@@ -43,7 +53,7 @@ def evict(paths: list[Path]) -> None:
             os.close(fd)
 
 
-def build(root: Path, videos: int, tracks: int, seed: int) -> tuple[list[str], list[str], float, float]:
+def build(root: Path, videos: int, tracks: int, seed: int) -> tuple[list[str], list[str], float, float, dict]:
     rng = np.random.default_rng(seed)
     video_len = lengths(rng, videos, 23.3, 10.0, 5, 50)
     music_len = lengths(rng, tracks, 56.4, 22.0, 12, 96)
@@ -83,7 +93,10 @@ def build(root: Path, videos: int, tracks: int, seed: int) -> tuple[list[str], l
                 start = (i * 37) % (4096 - 96)
                 w.add(item_id, pool[start : start + n, :dim], torch.ones(n))
     store_s = time.perf_counter() - started
-    return video_ids, music_ids, official_s, store_s
+    # Valid values (tokens x width) of every item, for the byte counts of the floors.
+    valid = dict(zip(video_ids, (int(n) * 512 for n in video_len)))
+    valid |= dict(zip(music_ids, (int(n) * 768 for n in music_len)))
+    return video_ids, music_ids, official_s, store_s, valid
 
 
 def official_batch(root: Path, video_ids: list[str], music_ids: list[str]) -> tuple[torch.Tensor, ...]:
@@ -133,15 +146,25 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both loaders")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout (logs on stderr)")
     args = parser.parse_args()
+    with json_mode(args.json):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
 
     # One intra-op thread by default, as in DataLoader workers: on busy shared cores, many small multi-threaded ops
     # (the official per-item masked_fill) stall on OpenMP barriers and would inflate the baseline.
     torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.workdir))
     try:
+        peaks = Peaks.measure()
+        disk_gbs, ram_gbs = read_gbs(root), memory_gbs()
+        print(f"{peaks.describe()}; cold file read {disk_gbs:.2f} GB/s, memory copy {ram_gbs:.1f} GB/s; "
+              f"load {load_average()}")
         print(f"building {args.videos} videos + {args.tracks} tracks in {root} ...", flush=True)
-        video_ids, music_ids, official_s, store_s = build(root, args.videos, args.tracks, args.seed)
+        video_ids, music_ids, official_s, store_s, valid = build(root, args.videos, args.tracks, args.seed)
         store = FeatureStore(root / "store")
         store_bytes, official_bytes = du(root / "store"), du(root / "official")
         print(
@@ -182,9 +205,25 @@ def main() -> None:
         load_s = time.perf_counter() - started
         results["store in RAM"] = [timed(3, store_batch, v, m, False) for v, m in batches]
 
-        print(f"\nbatch of {args.batch} (video, music) pairs, median over {args.batches} random batches:")
-        for name, values in results.items():
-            print(f"  {name:22s} {1000 * statistics.median(values):9.1f} ms")
+        peaks = peaks.best(Peaks.measure())
+        # Bytes of the median batch (batches differ only by their random lengths).
+        read_official = statistics.median(sum(p.stat().st_size for p in official_files(root, v, m)) for v, m in batches)
+        read_store = statistics.median(2 * sum(valid[i] for i in {*v, *m}) for v, m in batches)
+        written = statistics.median(4 * sum(valid[i] for i in (*v, *m)) for v, m in batches)
+        padded = 4 * args.batch * (50 * 512 + 96 * 768)
+        moved = {"official cold": read_official, "official warm": read_official + written,
+                 "store cold": read_store, "store warm": read_store + written,
+                 "store warm pad 50/96": read_store + padded, "store in RAM": read_store + written}
+        rates = {name: io_rate(statistics.median(values), moved[name], disk_gbs if "cold" in name else ram_gbs,
+                               "cold file read" if "cold" in name else "memory copy (read + write)")
+                 for name, values in results.items()}
+        print(f"\nbatch of {args.batch} (video, music) pairs, median over {args.batches} random batches "
+              f"(reads {read_official / 2**20:.1f} MiB official, {read_store / 2**20:.1f} MiB store; writes "
+              f"{written / 2**20:.1f} MiB; gflop: n/a (I/O bound); x floor against {disk_gbs:.2f} GB/s cold, "
+              f"{ram_gbs:.1f} GB/s memory copy):")
+        for name, fields in rates.items():
+            print(f"  {name:22s} {1000 * fields['seconds']:9.1f} ms   {fields['x_floor']:8.1f}x floor "
+                  f"({fields['bandwidth']})")
         o_cold, o_warm = statistics.median(results["official cold"]), statistics.median(results["official warm"])
         s_cold, s_warm = statistics.median(results["store cold"]), statistics.median(results["store warm"])
         print(
@@ -192,6 +231,13 @@ def main() -> None:
             f"in RAM {o_warm / statistics.median(results['store in RAM']):.1f}x (vs official warm)"
         )
         print(f"load_into_memory (both modalities, from cold): {load_s:.1f} s")
+        if args.json:
+            emit({"videos": args.videos, "tracks": args.tracks, "batch": args.batch, "batches": args.batches,
+                  "threads": args.threads, "peaks": peaks.to_dict(), "disk_read_gbs": round(disk_gbs, 3),
+                  "memory_copy_gbs": round(ram_gbs, 2), "rates": rates,
+                  "written_s": {"official": official_s, "store": store_s},
+                  "bytes": {"official": official_bytes, "store": store_bytes}, "load_into_memory_s": load_s,
+                  "load": load_average()})
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -162,12 +162,30 @@ def kaldi_fbank(waveform: torch.Tensor, num_mel_bins: int = NUM_MEL_BINS) -> tor
 
 
 def window_inputs(waveform: torch.Tensor, starts: np.ndarray, ends: np.ndarray) -> torch.Tensor:
-    """AST inputs [len(starts), 1024, 128] of windows of a horizon-padded waveform: fbank, pad/cut, normalise."""
+    """AST inputs [len(starts), 1024, 128] of windows of a horizon-padded waveform: fbank, pad/cut, normalise.
+
+    Windows overlap (10 s every 2.5 s: each frame belongs to four windows), so when every window starts on the
+    10 ms frame grid of the first one, as the official layouts do, the fbank of their whole span is computed once
+    and each window takes its frames from it: frame j of a window is the span's frame (start - first) / 160 + j,
+    the same samples and the same per-frame arithmetic, so the result is that of windowing first (snip_edges drops
+    the frames that would cross a window's end). Any other layout computes each window on its own.
+    """
     import torch
 
     out = torch.zeros((len(starts), TARGET_FRAMES, NUM_MEL_BINS), dtype=torch.float32, device=waveform.device)
+    if len(starts) == 0:
+        return out
+    first = int(np.min(starts))
+    shared = bool(np.all((np.asarray(starts) - first) % FRAME_SHIFT == 0))
+    span = kaldi_fbank(waveform[first : int(np.max(ends))]) if shared else None
     for row, (start, end) in enumerate(zip(starts, ends)):
-        fbank = kaldi_fbank(waveform[int(start) : int(end)])[:TARGET_FRAMES]
+        if span is None:
+            fbank = kaldi_fbank(waveform[int(start) : int(end)])
+        else:
+            count = (int(end) - int(start) - FRAME_LENGTH) // FRAME_SHIFT + 1 if end - start >= FRAME_LENGTH else 0
+            offset = (int(start) - first) // FRAME_SHIFT
+            fbank = span[offset : offset + count]
+        fbank = fbank[:TARGET_FRAMES]
         out[row, : len(fbank)] = fbank
     # The zero padding is normalised too, as in the official code.
     return (out - NORM_MEAN) / (NORM_STD * 2)
@@ -297,10 +315,11 @@ class AstMusicEncoder:
         valid = np.flatnonzero(layout.mask)
         tokens = np.zeros((len(layout.centres), self.dim), dtype=np.float32)
         with torch.inference_mode():
+            # All windows' fbanks at once (~0.5 MB each, 50 MB at most): they share frames (see window_inputs).
+            all_inputs = window_inputs(padded, layout.starts[valid], layout.ends[valid])
             for first in range(0, len(valid), self.batch_size):
                 rows = valid[first : first + self.batch_size]
-                inputs = window_inputs(padded, layout.starts[rows], layout.ends[rows])
-                inputs = inputs.to(device=self.device, dtype=self.dtype)
+                inputs = all_inputs[first : first + self.batch_size].to(device=self.device, dtype=self.dtype)
                 if self.compiled:
                     inputs = pad_batch(inputs, self.batch_size)
                 hidden = self._forward(input_values=inputs).last_hidden_state[: len(rows)]
