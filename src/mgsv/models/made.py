@@ -201,10 +201,16 @@ class VideoEncoding:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def token_counts(self) -> Tensor:
+        """Valid frames of each video, int64 [B] (`mgsv.models.contract`)."""
+        return self.mask.sum(1)
+
     def select(self, index: Tensor | list[int]) -> VideoEncoding:
         """The encodings of some videos, in the given order."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.tokens.device)
-        return VideoEncoding(*(getattr(self, f.name).index_select(0, index) for f in fields(self)))
+        tokens = self.tokens.index_select(0, index)
+        return VideoEncoding(tokens, self.mask.index_select(0, index), self.embedding.index_select(0, index),
+                             _select_detection_tokens(self, tokens, index))
 
     @staticmethod
     def concat(parts: list[VideoEncoding]) -> VideoEncoding:
@@ -217,10 +223,9 @@ class VideoEncoding:
             extra = length - t.shape[1]
             return F.pad(t, (0, 0, 0, extra)) if t.dim() == 3 else F.pad(t, (0, extra))
 
-        return VideoEncoding(
-            torch.cat([pad(p.tokens) for p in parts]), torch.cat([pad(p.mask) for p in parts]),
-            torch.cat([p.embedding for p in parts]), torch.cat([pad(p.detection_tokens) for p in parts]),
-        )
+        tokens = torch.cat([pad(p.tokens) for p in parts])
+        return VideoEncoding(tokens, torch.cat([pad(p.mask) for p in parts]), torch.cat([p.embedding for p in parts]),
+                             _detection_tokens(parts, tokens, pad))
 
 
 @dataclass
@@ -236,13 +241,21 @@ class MusicEncoding:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def token_counts(self) -> Tensor:
+        """Valid segments of each track, int64 [M] (`mgsv.models.contract`)."""
+        return self.mask.sum(1)
+
+    def for_detection(self) -> MusicEncoding:
+        """The same tracks without X-Pool's state, which only relevance reads (`mgsv.models.contract`)."""
+        return replace(self, xpool=None)
+
     def select(self, index: Tensor | list[int]) -> MusicEncoding:
         """The encodings of some tracks (e.g. the top-k of a ranking), in the given order."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.tokens.device)
+        tokens = self.tokens.index_select(0, index)
         return MusicEncoding(
-            self.tokens.index_select(0, index), self.mask.index_select(0, index),
-            self.embedding.index_select(0, index), self.detection_tokens.index_select(0, index),
-            None if self.xpool is None else self.xpool.select(index),
+            tokens, self.mask.index_select(0, index), self.embedding.index_select(0, index),
+            _select_detection_tokens(self, tokens, index), None if self.xpool is None else self.xpool.select(index),
         )
 
     @staticmethod
@@ -261,10 +274,24 @@ class MusicEncoding:
         if all(state is not None for state in states):
             padded = [state.padded(length) for state in states]
             xpool = XPoolState(*(torch.cat([getattr(p, f.name) for p in padded]) for f in fields(XPoolState)))
-        return MusicEncoding(
-            torch.cat([pad(p.tokens) for p in parts]), torch.cat([pad(p.mask) for p in parts]),
-            torch.cat([p.embedding for p in parts]), torch.cat([pad(p.detection_tokens) for p in parts]), xpool,
-        )
+        tokens = torch.cat([pad(p.tokens) for p in parts])
+        return MusicEncoding(tokens, torch.cat([pad(p.mask) for p in parts]), torch.cat([p.embedding for p in parts]),
+                             _detection_tokens(parts, tokens, pad), xpool)
+
+
+def _select_detection_tokens(encoding: Any, tokens: Tensor, index: Tensor) -> Tensor:
+    """The selected detection tokens: the selected `tokens` themselves when the encoding detects on its own tokens."""
+    if encoding.detection_tokens is encoding.tokens:
+        return tokens
+    return encoding.detection_tokens.index_select(0, index)
+
+
+def _detection_tokens(parts: list[Any], tokens: Tensor, pad: Any) -> Tensor:
+    """The concatenated detection tokens of encodings: `tokens` itself when every part detects on its own tokens
+    (fusion_input "enhanced"), so that a large music set keeps one copy instead of two."""
+    if all(p.detection_tokens is p.tokens for p in parts):
+        return tokens
+    return torch.cat([pad(p.detection_tokens) for p in parts])
 
 
 @dataclass
