@@ -76,6 +76,9 @@ ABLATIONS: dict[str, dict] = {
 
 # Elements of one [tracks, videos, 4 L] block of X-Pool's Gram sums; bounds relevance()'s memory per chunk.
 _RELEVANCE_CHUNK_ELEMENTS = 1 << 25
+# Detection in inference computes the padded batch as it is (`TokenLayout.padded`) when its positions are at most
+# this many times its valid tokens: a few padded rows cost less than packing around every attention.
+_DENSE_DETECTION_POSITIONS = 1.125
 
 
 def standardize_tokens(tokens: Tensor, mask: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -911,16 +914,36 @@ class MaDe(nn.Module):
         total = num_video + music_mask.sum(1)
         length = int(total.max())
         batch = video_mask.shape[0]
-        layout = TokenLayout.from_mask(torch.arange(length, device=total.device)[None, :] < total[:, None])
+        mask = torch.arange(length, device=total.device)[None, :] < total[:, None]
         row = torch.arange(batch, device=total.device)[:, None] * length
         slots = torch.cat([(row + video_mask.cumsum(1) - 1)[video_mask],
                            (row + music_mask.cumsum(1) - 1 + num_video[:, None])[music_mask]])
         tokens = video.detection_tokens
         rows = torch.cat([tokens[video_mask], music.detection_tokens[music_mask].to(tokens.dtype)])
+        if not self.training and batch * length <= _DENSE_DETECTION_POSITIONS * rows.shape[0]:
+            # Pairs of nearly equal length (detection sorts them, mgsv.inference.batched): the padded batch is
+            # the layout, each token placed at its slot. Not in training, where dropout would draw its masks over
+            # the padded rows too and change which units a seed drops.
+            layout = TokenLayout.padded(mask)
+            return rows.new_zeros(batch * length, rows.shape[1]).index_copy_(0, slots, rows), layout
+        layout = TokenLayout.from_mask(mask)
         # Packed rows follow the layout's order: place each token at the rank its slot has there.
         rank = torch.empty(batch * length, dtype=torch.long, device=total.device)
         rank[layout.index] = torch.arange(layout.index.numel(), device=total.device)
         return rows.new_empty(rows.shape).index_copy_(0, rank[slots], rows), layout
+
+    def _fusion_positions(self, layout: TokenLayout) -> Tensor:
+        """DETR sine positions of the layout's rows [N, d].
+
+        In a dense layout (`_fusion_rows`) every item is a prefix of valid tokens, so its positions depend only on
+        its count: they are computed once per distinct count and gathered, instead of a sine and a cosine per row.
+        """
+        if not layout.dense:
+            return sine_embedding(layout.pack(normalized_positions(layout.mask)[..., None])[:, 0], self.config.dim)
+        counts, which = torch.unique(layout.mask.sum(1), return_inverse=True)
+        prefixes = torch.arange(layout.length, device=counts.device)[None, :] < counts[:, None]
+        table = sine_embedding(normalized_positions(prefixes), self.config.dim)  # [distinct counts, L, d]
+        return layout.pack(table.index_select(0, which))
 
     def _content_query(self, video: VideoEncoding, music: MusicEncoding, aligned_h1: Tensor | None) -> Tensor:
         """The decoder's content query [B, d] (float32 sources)."""
@@ -943,8 +966,7 @@ class MaDe(nn.Module):
             raise ModelInputError(f"detect pairs video i with track i: got {len(video)} videos and {len(music)} "
                                   "tracks")
         rows, layout = self._fusion_rows(video, music)
-        pos = sine_embedding(layout.pack(normalized_positions(layout.mask)[..., None])[:, 0], self.config.dim)
-        pos = pos.to(rows.dtype)
+        pos = self._fusion_positions(layout).to(rows.dtype)
         memory_rows = self.fusion(rows, pos, layout)
         memory, memory_keys = layout.unpack(memory_rows), layout.unpack(memory_rows + pos)
         target = self._content_query(video, music, aligned_h1)[:, None, :]
