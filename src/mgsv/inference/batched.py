@@ -68,7 +68,7 @@ def encode_items(
 
 
 # Tokens (valid + padding) per detection forward on a CPU, for bf16; half as many for float32. Measured on MaDe
-# (docs/evaluation.md, "Speed"): glibc serves allocations above 32 MB with fresh mmap'd pages, and a page fault
+# (docs/models.md, full test-size evaluation): glibc serves allocations above 32 MB with fresh mmap'd pages, and a page fault
 # costs about as much as the matrix product that writes it; below that size freed memory is reused. 16,384 tokens
 # keep the widest activation (the [tokens, 1024] feed-forward hidden layer) under that size, so memory is reused
 # from batch to batch.
