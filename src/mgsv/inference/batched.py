@@ -67,6 +67,45 @@ def encode_items(
     return concat_encodings(parts)
 
 
+# Tokens (valid + padding) per detection forward on a CPU, for bf16; half as many for float32. Measured on MaDe
+# (docs/models.md, full test-size evaluation): glibc serves allocations above 32 MB with fresh mmap'd pages, and a page fault
+# costs about as much as the matrix product that writes it; below that size freed memory is reused. 16,384 tokens
+# keep the widest activation (the [tokens, 1024] feed-forward hidden layer) under that size, so memory is reused
+# from batch to batch.
+CPU_DETECT_TOKENS = 16384
+
+
+def pair_order(videos: Any, music: Any, video_index: np.ndarray,
+               music_index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The order in which to detect pairs and the pairs' token counts in that order: by total token count when
+    both encodings tell it (`token_counts`, `mgsv.models.contract`), else as given (counts None).
+
+    A detection batch is padded to its longest pair, and attention costs the square of that length: pairs of
+    similar length in one batch waste little. Sorting is stable, so equal lengths keep their given order.
+    """
+    if not (hasattr(videos, "token_counts") and hasattr(music, "token_counts")):
+        return np.arange(len(video_index)), None
+    counts = (videos.token_counts().cpu().numpy()[video_index]
+              + music.token_counts().cpu().numpy()[music_index])
+    order = np.argsort(counts, kind="stable")
+    return order, counts[order]
+
+
+def pair_batches(counts: np.ndarray, batch_size: int, max_tokens: int | None) -> list[slice]:
+    """Consecutive batches of pairs with ascending token `counts`: at most `batch_size` pairs and (unless None) at
+    most `max_tokens` padded tokens, i.e. pairs x the last pair's count (always at least one pair)."""
+    if max_tokens is None:
+        return list(chunks(len(counts), batch_size))
+    batches, begin = [], 0
+    while begin < len(counts):
+        window = counts[begin:begin + batch_size].astype(np.int64)
+        padded = np.arange(1, len(window) + 1) * window  # tokens of the batch ending at each pair
+        size = max(1, int(np.searchsorted(padded, max_tokens, side="right")))
+        batches.append(slice(begin, begin + size))
+        begin += size
+    return batches
+
+
 @torch.inference_mode()
 def detect_pairs(
     model: nn.Module,
@@ -81,14 +120,30 @@ def detect_pairs(
     progress: Progress | None = None,
     stage: str = "detect",
 ) -> np.ndarray:
-    """Normalised (centre, width) [n, 2] of the last decoder layer for each (video_index[i], music_index[i]) pair."""
+    """Normalised (centre, width) [n, 2] of the last decoder layer for each (video_index[i], music_index[i]) pair.
+
+    Pairs run in batches of similar length (`pair_order`) of at most `batch_size` pairs and, on a CPU, at most
+    `CPU_DETECT_TOKENS` tokens; tracks are selected without what only ranking needs (`for_detection`, when the
+    encoding has it). Results come back in the given order.
+    """
+    video_index = np.asarray(video_index, dtype=np.int64)
+    music_index = np.asarray(music_index, dtype=np.int64)
     out = np.empty((len(video_index), 2), dtype=np.float32)
+    if hasattr(music, "for_detection"):
+        music = music.for_detection()
+    order, counts = pair_order(videos, music, video_index, music_index)
     where = torch.device(device)
+    max_tokens = None
+    if where.type == "cpu":
+        max_tokens = CPU_DETECT_TOKENS if precision == "bf16" else CPU_DETECT_TOKENS // 2
+    batches = pair_batches(counts, batch_size, max_tokens) if counts is not None else \
+        list(chunks(len(video_index), batch_size))
     with autocast(precision, device):
-        for part in chunks(len(video_index), batch_size):
-            v = videos.select(torch.as_tensor(video_index[part], device=where))
-            m = music.select(torch.as_tensor(music_index[part], device=where))
-            out[part] = model.detect(v, m).final_spans.float().cpu().numpy()
+        for part in batches:
+            rows = order[part]
+            v = videos.select(torch.as_tensor(video_index[rows], device=where))
+            m = music.select(torch.as_tensor(music_index[rows], device=where))
+            out[rows] = model.detect(v, m).final_spans.float().cpu().numpy()
             if progress:
                 progress(stage, part.stop, len(video_index))
     return out

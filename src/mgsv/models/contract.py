@@ -11,7 +11,11 @@ the matching protocol below promises, never a model's submodules:
   to know what the arrays mean (docs/scale.md describes MaDe's form).
 
 Every model encodes each side once (`encode_video`, `encode_music`); encodings are opaque to callers, which only use
-`len`, `select(index)` and the class's `concat`.
+`len`, `select(index)` and the class's `concat`. Two optional methods let batched work run faster without knowing
+what an encoding holds (`mgsv.inference.batched.detect_pairs` uses them when present): `token_counts()`, the number
+of valid tokens of each item (int64 [n]; pairs of similar total length are then detected together, so a batch pads
+little), and `for_detection()`, the same items without what only ranking needs (so that selecting pairs for
+detection does not copy it).
 """
 
 from __future__ import annotations

@@ -113,6 +113,7 @@ class TokenLayout:
     buckets: list[Bucket]
     block_index: Tensor  # [N] positions of the rows in the buckets' padded blocks laid end to end
     block_sizes: list[int]  # elements (items x length) of each bucket's block
+    dense: bool = False  # every position of the padded batch is a row (`TokenLayout.padded`)
 
     @classmethod
     def from_mask(cls, mask: Tensor, bucket_items: int = 64) -> TokenLayout:
@@ -145,6 +146,22 @@ class TokenLayout:
         return cls(mask=mask, index=index, buckets=buckets, block_index=torch.cat(block_index),
                    block_sizes=block_sizes)
 
+    @classmethod
+    def padded(cls, mask: Tensor) -> TokenLayout:
+        """Every position of a padded batch [B, L] as a row, padded ones too: one bucket, padded keys masked.
+
+        For batches of nearly equal lengths (detection runs pairs sorted by length, `mgsv.inference.batched`),
+        computing the few padded rows costs less than the gathers and scatters that packing needs around every
+        attention. Valid rows get the values of `from_mask`'s layout: padded keys are masked and rows never mix
+        outside attention. Padded rows hold values nobody reads; `unpack` still returns zeros there.
+        """
+        batch, length = mask.shape
+        every = torch.arange(batch * length, device=mask.device)
+        key_mask = None if bool(mask.all()) else mask
+        return cls(mask=mask, index=every, buckets=[Bucket(torch.arange(batch, device=mask.device), length, mask,
+                                                           key_mask)],
+                   block_index=every, block_sizes=[batch * length], dense=True)
+
     @property
     def batch(self) -> int:
         return self.mask.shape[0]
@@ -154,11 +171,19 @@ class TokenLayout:
         return self.mask.shape[1]
 
     def pack(self, x: Tensor) -> Tensor:
-        """[B, L, ...] -> the valid rows [N, ...]."""
+        """[B, L, ...] -> the valid rows [N, ...] (every row when dense)."""
+        if self.dense:
+            return x.reshape(self.batch * self.length, *x.shape[2:])
         return x.reshape(self.batch * self.length, *x.shape[2:]).index_select(0, self.index)
 
     def unpack(self, rows: Tensor) -> Tensor:
         """Valid rows [N, ...] -> padded [B, L, ...] with zeros at padded positions."""
+        if self.dense:
+            padded = rows.view(self.batch, self.length, *rows.shape[1:])
+            key_mask = self.buckets[0].key_mask
+            if key_mask is None:
+                return padded
+            return padded.masked_fill(~key_mask.view(*key_mask.shape, *([1] * (rows.dim() - 1))), 0)
         flat = rows.new_zeros(self.batch * self.length, *rows.shape[1:]).index_copy_(0, self.index, rows)
         return flat.view(self.batch, self.length, *rows.shape[1:])
 
@@ -168,12 +193,16 @@ class TokenLayout:
         One scatter for all buckets, then a split: slicing rows bucket by bucket would make autograd build a
         full-size zero gradient per bucket.
         """
+        if self.dense:
+            return [rows.view(self.batch, self.length, *rows.shape[1:])]
         flat = rows.new_zeros(sum(self.block_sizes), *rows.shape[1:]).index_copy_(0, self.block_index, rows)
         return [block.view(len(bucket.items), bucket.length, *rows.shape[1:])
                 for bucket, block in zip(self.buckets, flat.split(self.block_sizes))]
 
     def pack_buckets(self, blocks: list[Tensor]) -> Tensor:
         """The inverse of `unpack_buckets`: the buckets' padded blocks -> the valid rows [N, ...]."""
+        if self.dense:
+            return blocks[0].reshape(-1, *blocks[0].shape[2:])
         flat = torch.cat([block.reshape(-1, *block.shape[2:]) for block in blocks]) if len(blocks) > 1 else \
             blocks[0].reshape(-1, *blocks[0].shape[2:])
         return flat.index_select(0, self.block_index)
@@ -278,6 +307,12 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None = None) -> Tensor:
         """Padded attention: query [B, Lq, d], key/value [B, Lk, d] -> [B, Lq, d]."""
+        if key.shape[1] == 1 and key_mask is None and not torch.is_grad_enabled() and not (
+                self.training and self.dropout > 0):
+            # One key gets softmax weight exactly 1: the output is its value whatever the query (DETR's decoder
+            # self-attention with one moment query). Only without autograd: the skipped q/k projections would
+            # otherwise receive (zero) gradients that optimisers treat differently from none.
+            return self.out_proj(self.v_proj(value)).expand(-1, query.shape[1], -1)
         out = self._attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), key_mask)
         return self.out_proj(out)
 

@@ -76,6 +76,9 @@ ABLATIONS: dict[str, dict] = {
 
 # Elements of one [tracks, videos, 4 L] block of X-Pool's Gram sums; bounds relevance()'s memory per chunk.
 _RELEVANCE_CHUNK_ELEMENTS = 1 << 25
+# Detection in inference computes the padded batch as it is (`TokenLayout.padded`) when its positions are at most
+# this many times its valid tokens: a few padded rows cost less than packing around every attention.
+_DENSE_DETECTION_POSITIONS = 1.125
 
 
 def standardize_tokens(tokens: Tensor, mask: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -201,10 +204,16 @@ class VideoEncoding:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def token_counts(self) -> Tensor:
+        """Valid frames of each video, int64 [B] (`mgsv.models.contract`)."""
+        return self.mask.sum(1)
+
     def select(self, index: Tensor | list[int]) -> VideoEncoding:
         """The encodings of some videos, in the given order."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.tokens.device)
-        return VideoEncoding(*(getattr(self, f.name).index_select(0, index) for f in fields(self)))
+        tokens = self.tokens.index_select(0, index)
+        return VideoEncoding(tokens, self.mask.index_select(0, index), self.embedding.index_select(0, index),
+                             _select_detection_tokens(self, tokens, index))
 
     @staticmethod
     def concat(parts: list[VideoEncoding]) -> VideoEncoding:
@@ -217,10 +226,9 @@ class VideoEncoding:
             extra = length - t.shape[1]
             return F.pad(t, (0, 0, 0, extra)) if t.dim() == 3 else F.pad(t, (0, extra))
 
-        return VideoEncoding(
-            torch.cat([pad(p.tokens) for p in parts]), torch.cat([pad(p.mask) for p in parts]),
-            torch.cat([p.embedding for p in parts]), torch.cat([pad(p.detection_tokens) for p in parts]),
-        )
+        tokens = torch.cat([pad(p.tokens) for p in parts])
+        return VideoEncoding(tokens, torch.cat([pad(p.mask) for p in parts]), torch.cat([p.embedding for p in parts]),
+                             _detection_tokens(parts, tokens, pad))
 
 
 @dataclass
@@ -236,13 +244,21 @@ class MusicEncoding:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def token_counts(self) -> Tensor:
+        """Valid segments of each track, int64 [M] (`mgsv.models.contract`)."""
+        return self.mask.sum(1)
+
+    def for_detection(self) -> MusicEncoding:
+        """The same tracks without X-Pool's state, which only relevance reads (`mgsv.models.contract`)."""
+        return replace(self, xpool=None)
+
     def select(self, index: Tensor | list[int]) -> MusicEncoding:
         """The encodings of some tracks (e.g. the top-k of a ranking), in the given order."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.tokens.device)
+        tokens = self.tokens.index_select(0, index)
         return MusicEncoding(
-            self.tokens.index_select(0, index), self.mask.index_select(0, index),
-            self.embedding.index_select(0, index), self.detection_tokens.index_select(0, index),
-            None if self.xpool is None else self.xpool.select(index),
+            tokens, self.mask.index_select(0, index), self.embedding.index_select(0, index),
+            _select_detection_tokens(self, tokens, index), None if self.xpool is None else self.xpool.select(index),
         )
 
     @staticmethod
@@ -261,10 +277,24 @@ class MusicEncoding:
         if all(state is not None for state in states):
             padded = [state.padded(length) for state in states]
             xpool = XPoolState(*(torch.cat([getattr(p, f.name) for p in padded]) for f in fields(XPoolState)))
-        return MusicEncoding(
-            torch.cat([pad(p.tokens) for p in parts]), torch.cat([pad(p.mask) for p in parts]),
-            torch.cat([p.embedding for p in parts]), torch.cat([pad(p.detection_tokens) for p in parts]), xpool,
-        )
+        tokens = torch.cat([pad(p.tokens) for p in parts])
+        return MusicEncoding(tokens, torch.cat([pad(p.mask) for p in parts]), torch.cat([p.embedding for p in parts]),
+                             _detection_tokens(parts, tokens, pad), xpool)
+
+
+def _select_detection_tokens(encoding: Any, tokens: Tensor, index: Tensor) -> Tensor:
+    """The selected detection tokens: the selected `tokens` themselves when the encoding detects on its own tokens."""
+    if encoding.detection_tokens is encoding.tokens:
+        return tokens
+    return encoding.detection_tokens.index_select(0, index)
+
+
+def _detection_tokens(parts: list[Any], tokens: Tensor, pad: Any) -> Tensor:
+    """The concatenated detection tokens of encodings: `tokens` itself when every part detects on its own tokens
+    (fusion_input "enhanced"), so that a large music set keeps one copy instead of two."""
+    if all(p.detection_tokens is p.tokens for p in parts):
+        return tokens
+    return torch.cat([pad(p.detection_tokens) for p in parts])
 
 
 @dataclass
@@ -884,16 +914,36 @@ class MaDe(nn.Module):
         total = num_video + music_mask.sum(1)
         length = int(total.max())
         batch = video_mask.shape[0]
-        layout = TokenLayout.from_mask(torch.arange(length, device=total.device)[None, :] < total[:, None])
+        mask = torch.arange(length, device=total.device)[None, :] < total[:, None]
         row = torch.arange(batch, device=total.device)[:, None] * length
         slots = torch.cat([(row + video_mask.cumsum(1) - 1)[video_mask],
                            (row + music_mask.cumsum(1) - 1 + num_video[:, None])[music_mask]])
         tokens = video.detection_tokens
         rows = torch.cat([tokens[video_mask], music.detection_tokens[music_mask].to(tokens.dtype)])
+        if not self.training and batch * length <= _DENSE_DETECTION_POSITIONS * rows.shape[0]:
+            # Pairs of nearly equal length (detection sorts them, mgsv.inference.batched): the padded batch is
+            # the layout, each token placed at its slot. Not in training, where dropout would draw its masks over
+            # the padded rows too and change which units a seed drops.
+            layout = TokenLayout.padded(mask)
+            return rows.new_zeros(batch * length, rows.shape[1]).index_copy_(0, slots, rows), layout
+        layout = TokenLayout.from_mask(mask)
         # Packed rows follow the layout's order: place each token at the rank its slot has there.
         rank = torch.empty(batch * length, dtype=torch.long, device=total.device)
         rank[layout.index] = torch.arange(layout.index.numel(), device=total.device)
         return rows.new_empty(rows.shape).index_copy_(0, rank[slots], rows), layout
+
+    def _fusion_positions(self, layout: TokenLayout) -> Tensor:
+        """DETR sine positions of the layout's rows [N, d].
+
+        In a dense layout (`_fusion_rows`) every item is a prefix of valid tokens, so its positions depend only on
+        its count: they are computed once per distinct count and gathered, instead of a sine and a cosine per row.
+        """
+        if not layout.dense:
+            return sine_embedding(layout.pack(normalized_positions(layout.mask)[..., None])[:, 0], self.config.dim)
+        counts, which = torch.unique(layout.mask.sum(1), return_inverse=True)
+        prefixes = torch.arange(layout.length, device=counts.device)[None, :] < counts[:, None]
+        table = sine_embedding(normalized_positions(prefixes), self.config.dim)  # [distinct counts, L, d]
+        return layout.pack(table.index_select(0, which))
 
     def _content_query(self, video: VideoEncoding, music: MusicEncoding, aligned_h1: Tensor | None) -> Tensor:
         """The decoder's content query [B, d] (float32 sources)."""
@@ -916,8 +966,7 @@ class MaDe(nn.Module):
             raise ModelInputError(f"detect pairs video i with track i: got {len(video)} videos and {len(music)} "
                                   "tracks")
         rows, layout = self._fusion_rows(video, music)
-        pos = sine_embedding(layout.pack(normalized_positions(layout.mask)[..., None])[:, 0], self.config.dim)
-        pos = pos.to(rows.dtype)
+        pos = self._fusion_positions(layout).to(rows.dtype)
         memory_rows = self.fusion(rows, pos, layout)
         memory, memory_keys = layout.unpack(memory_rows), layout.unpack(memory_rows + pos)
         target = self._content_query(video, music, aligned_h1)[:, None, :]

@@ -117,6 +117,10 @@ class TokenEncoding:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def token_counts(self) -> Tensor:
+        """Valid tokens of each item, int64 [B] (`mgsv.models.contract`)."""
+        return self.mask.sum(1)
+
     def select(self, index: Tensor | list[int]) -> TokenEncoding:
         """Some items, in the given order (repeats allowed)."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.tokens.device)
