@@ -179,6 +179,11 @@ def test_cli_refuses_bad_options_by_name(tmp_path: Path) -> None:
     no_data = run("--data", str(tmp_path / "missing"))
     assert no_data.returncode == 1 and "not a dataset folder" in no_data.stdout + no_data.stderr
     assert "Traceback" not in bad_table.stderr + bad_system.stderr + no_data.stderr
+    (tmp_path / "a-file").write_text("kept")
+    on_a_file = subprocess.run([sys.executable, "-m", "mgsv", "reproduce", "--out", str(tmp_path / "a-file"),
+                                "--plan-only"], capture_output=True, text=True, timeout=120, check=False)
+    assert on_a_file.returncode == 1 and "cannot create the output folder" in on_a_file.stderr
+    assert "Traceback" not in on_a_file.stderr and (tmp_path / "a-file").read_text() == "kept"
     splits = run("--table", "5", "--splits", "1")
     assert splits.returncode == 2 and "--splits" in splits.stderr
 

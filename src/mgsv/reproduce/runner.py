@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mgsv.atomic_io import write_json_atomic
-from mgsv.errors import MgsvError
+from mgsv.errors import InputError, MgsvError
 from mgsv.evaluation.protocol import EvalOptions
 from mgsv.evaluation.runner import resolve_composite_target, resolve_target, run_evaluation
 from mgsv.reproduce import estimate as est
@@ -166,7 +166,10 @@ def evaluate_run(plan: Plan, name: str, options: RunOptions, datasets: dict[str,
 
 def run_plan(plan: Plan, options: RunOptions, say: Say) -> Outcome:
     """Prepare, estimate, then train and evaluate everything not yet finished; the tables follow each evaluation."""
-    options.out.mkdir(parents=True, exist_ok=True)
+    try:
+        options.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(options.out, f"cannot create the output folder: {exc.strerror or exc}") from exc
     outcome = Outcome()
     if options.data is None and not is_dataset(options.out / "data"):
         print_plan(plan, {}, options, say)
